@@ -1,0 +1,416 @@
+"""alexnet-deploy command line: train, export, bench and more. Only this module prints or picks exit codes."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+# Exit codes: 0 ok, 1 a ToolkitError (bad input, failed check), 2 bad usage (click), 3 runtime unavailable, 130 Ctrl-C.
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+
+
+def _floats(n: int):
+    """A click callback parsing ``a,b[,c]`` into a tuple of ``n`` floats."""
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None):
+        if value is None:
+            return None
+        try:
+            parts = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            raise click.BadParameter(f"expected {n} comma-separated numbers, got {value!r}") from None
+        if len(parts) != n:
+            raise click.BadParameter(f"expected {n} comma-separated numbers, got {len(parts)}")
+        return parts
+    return parse
+
+
+class ToolkitGroup(click.Group):
+    """Turns the toolkit's expected errors into one clear message and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        from trainer.errors import ToolkitError
+
+        try:
+            return super().invoke(ctx)
+        except ToolkitError as e:
+            code = getattr(e, "exit_code", 1)
+            if type(e).__name__ == "TrainingInterrupted":
+                code = EXIT_INTERRUPTED
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
+    """Train AlexNet, export it to validated ONNX and run it on PyTorch, ONNX Runtime and TensorRT."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    ctx.with_resource(logging_redirect_tqdm())  # log lines print above progress bars instead of through them
+    ctx.obj = {"progress": not quiet and sys.stderr.isatty() or bool(verbose)}
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Image folder DIR/<class>/<image> (or DIR/train + DIR/val). Default: the built-in shapes data, "
+                   "generated once and cached.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder. Default: runs/<timestamp>.")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue the run in this folder after its last finished epoch (its saved settings apply; "
+                   "--epochs may change the epoch count).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, show_default="12", help="Maximum epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per step.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
+              help="SGD with momentum (the paper's) or AdamW.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
+              help="Initial learning rate.")
+@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True, help="L2 weight decay.")
+@click.option("--warmup-epochs", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Linear learning-rate warm-up over the first N epochs.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
+              help="Dropout before FC6 and FC7.")
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Per-class validation share when DIR has no train/ and val/ folders.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, init, order and dropout.")
+@click.option("--skip-bad-images", is_flag=True, help="Skip unreadable image files (and report how many) "
+                                                      "instead of failing.")
+@click.option("--no-augment", is_flag=True, help="Turn all augmentation off.")
+@click.option("--rotation", type=click.FloatRange(min=0, max=180), default=15.0, show_default=True,
+              help="Random rotation range in degrees (±).")
+@click.option("--zoom", callback=_floats(2), default="0.8,1.2", show_default=True,
+              help="Random rescale range MIN,MAX (<1 zooms out, >1 zooms in).")
+@click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flip.")
+@click.option("--vflip/--no-vflip", default=True, show_default=True, help="Random vertical flip.")
+@click.option("--mean", callback=_floats(3), default=None, help="Normalisation mean R,G,B. Default: ImageNet's.")
+@click.option("--std", callback=_floats(3), default=None, help="Normalisation std R,G,B. Default: ImageNet's.")
+@click.option("--es-monitor", default="val_loss", show_default=True, help="EarlyStopping: metric to monitor.")
+@click.option("--es-patience", type=click.IntRange(min=0), default=10, show_default=True,
+              help="EarlyStopping: epochs without improvement before stopping.")
+@click.option("--es-min-delta", type=float, default=0.0, show_default=True,
+              help="EarlyStopping: smallest absolute change that counts as an improvement.")
+@click.option("--es-mode", type=click.Choice(["auto", "min", "max"]), default="auto", show_default=True,
+              help="EarlyStopping: direction of improvement.")
+@click.option("--es-baseline", type=float, default=None, help="EarlyStopping: value the monitor must beat.")
+@click.option("--es-start-from-epoch", type=click.IntRange(min=0), default=0, show_default=True,
+              help="EarlyStopping: epochs to wait before monitoring.")
+@click.option("--restore-best-weights/--no-restore-best-weights", default=True, show_default=True,
+              help="EarlyStopping: finish with the best epoch's weights.")
+@click.option("--rlr-monitor", default="val_accuracy", show_default=True, help="ReduceLROnPlateau: metric to monitor.")
+@click.option("--rlr-factor", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+              show_default=True, help="ReduceLROnPlateau: lr multiplier.")
+@click.option("--rlr-patience", type=click.IntRange(min=0), default=2, show_default=True,
+              help="ReduceLROnPlateau: epochs without improvement before reducing.")
+@click.option("--rlr-min-lr", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+              help="ReduceLROnPlateau: lower bound on the lr.")
+@click.option("--rlr-min-delta", type=float, default=1e-4, show_default=True,
+              help="ReduceLROnPlateau: smallest absolute change that counts as an improvement.")
+@click.option("--rlr-cooldown", type=click.IntRange(min=0), default=0, show_default=True,
+              help="ReduceLROnPlateau: epochs to wait after a reduction.")
+@click.option("--rlr-mode", type=click.Choice(["auto", "min", "max"]), default="auto", show_default=True,
+              help="ReduceLROnPlateau: direction of improvement.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Mixed precision: auto = bf16 on CPUs with native bf16 and on CUDA (fp16 where bf16 is missing).")
+@click.option("--workers", type=click.IntRange(min=-1), default=-1, show_default=True,
+              help="Data-loading processes (-1: one per two cores, 0: in the training process).")
+@click.pass_obj
+def train(obj: dict, **opts) -> None:
+    """Train AlexNet on an image folder (default: the built-in shapes data)."""
+    from trainer.config import EarlyStoppingConfig, ReduceLRConfig, TrainConfig
+    from trainer.data import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
+    from trainer.run import train as run_training
+
+    augment = AugmentConfig(enabled=not opts["no_augment"], rotation_deg=opts["rotation"], zoom=opts["zoom"],
+                            hflip=opts["hflip"], vflip=opts["vflip"])
+    if augment.zoom[0] <= 0 or augment.zoom[0] > augment.zoom[1]:
+        raise click.BadParameter("--zoom needs 0 < MIN <= MAX", param_hint="--zoom")
+    config = TrainConfig(
+        data=str(opts["data"]) if opts["data"] else None, out=str(opts["out"]) if opts["out"] else None,
+        epochs=opts["epochs"] or TrainConfig.epochs, batch_size=opts["batch_size"], optimizer=opts["optimizer"],
+        lr=opts["lr"], momentum=opts["momentum"], weight_decay=opts["weight_decay"],
+        warmup_epochs=opts["warmup_epochs"], dropout=opts["dropout"], val_split=opts["val_split"],
+        seed=opts["seed"], skip_bad_images=opts["skip_bad_images"], augment=augment,
+        mean=opts["mean"] or IMAGENET_MEAN, std=opts["std"] or IMAGENET_STD,
+        early_stopping=EarlyStoppingConfig(
+            monitor=opts["es_monitor"], min_delta=opts["es_min_delta"], patience=opts["es_patience"],
+            mode=opts["es_mode"], baseline=opts["es_baseline"], restore_best_weights=opts["restore_best_weights"],
+            start_from_epoch=opts["es_start_from_epoch"]),
+        reduce_lr=ReduceLRConfig(
+            monitor=opts["rlr_monitor"], factor=opts["rlr_factor"], patience=opts["rlr_patience"],
+            min_lr=opts["rlr_min_lr"], min_delta=opts["rlr_min_delta"], cooldown=opts["rlr_cooldown"],
+            mode=opts["rlr_mode"]),
+        device=opts["device"], amp=opts["amp"], workers=opts["workers"])
+    if opts["resume"] is not None and not opts["resume"].is_dir():
+        raise click.BadParameter(f"run folder not found: {opts['resume']}", param_hint="--resume")
+    result = run_training(config, resume=opts["resume"], resume_epochs=opts["epochs"], show_progress=obj["progress"])
+    meta = result.meta
+    best = meta.get("metrics", {})
+    click.echo(f"Trained {meta['epochs_run']} epoch(s): {meta['stop_reason']}.")
+    if best:
+        click.echo(f"Best epoch {meta['best_epoch'] + 1}: val_accuracy {best['val_accuracy']:.4f}, "
+                   f"val_loss {best['val_loss']:.4f} (weights from the {meta['weights_from']}).")
+    click.echo(f"Checkpoint: {result.weights}  (+ model.json, history.csv)")
+
+
+# ---- bench ----
+
+def _batch_sizes_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,8,32, got {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"batch sizes must be integers >= 1, got {value!r}")
+    return sizes
+
+
+def _warmup_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, float]:
+    """``N`` → N warm-up iterations; ``2s`` / ``0.5s`` → that many seconds (and at least one iteration)."""
+    text = value.strip().lower()
+    try:
+        result = (1, float(text[:-1])) if text.endswith("s") else (int(text), 0.0)
+    except ValueError:
+        result = (-1, -1.0)
+    if result[0] < 0 or result[1] < 0:
+        raise click.BadParameter(f"expected a number of iterations (5) or seconds (2s), got {value!r}")
+    return result
+
+
+def _bench_progress(enabled: bool):
+    """tqdm bars for the bench's timed loops (stderr), or the silent default."""
+    from runtimes.bench import Progress
+
+    if not enabled:
+        return Progress()
+    from tqdm import tqdm
+
+    class BarProgress(Progress):
+        bar = None
+
+        def stage(self, text: str) -> None:
+            tqdm.write(f"[bench] {text}", file=sys.stderr)
+
+        def start(self, label: str, iterations: int | None, duration_s: float | None) -> None:
+            self.seconds, self.shown_at = iterations is None, 0.0
+            self.bar = tqdm(total=iterations or duration_s, desc=label, unit="it" if iterations else "s",
+                            leave=False, file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit}")
+
+        def step(self, done: int, elapsed_s: float) -> None:
+            if elapsed_s - self.shown_at >= 0.2:  # a redraw per sub-millisecond GPU iteration would cost more
+                self.shown_at = elapsed_s
+                self.bar.n = min(elapsed_s, self.bar.total) if self.seconds else done
+                self.bar.refresh()
+
+        def end(self) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    return BarProgress()
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--runtime", type=click.Choice(["all", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch"]),
+              default="all", show_default=True,
+              help="Runtime to benchmark; 'all' runs every available one (unavailable ones are listed as skipped) "
+                   "and compares throughput with the reference.")
+@click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_batch_sizes_option,
+              help="Comma-separated batch sizes, swept in one run.")
+@click.option("--warmup", default="5", show_default=True, callback=_warmup_option,
+              help="Warm-up before timing: N iterations, or a duration such as 2s.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None,
+              help="Timed iterations per runtime and batch size (instead of --duration).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Timed seconds per runtime and batch size (at least 5 iterations). Default: 2 s.")
+@click.option("--reference", type=click.Path(exists=True, path_type=Path), default=None,
+              help="PyTorch reference checkpoint (run folder or .safetensors). Default: the checkpoint named in the "
+                   "ONNX metadata when present, else ONNX Runtime CPU on the same file.")
+@click.option("--device", default="auto", show_default=True,
+              help="Device of the torch runtime and reference: auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch and ONNX Runtime. Default: the cores this process may use.")
+@click.option("--graph-optimization", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
+              show_default=True, help="ONNX Runtime graph optimisation level.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the benchmarked torch runtime.")
+@click.option("--allow-tf32", is_flag=True, help="Allow TF32 on GPU runtimes (faster; fp32 parity may then miss).")
+@click.option("--cudnn-algo-search", type=click.Choice(["EXHAUSTIVE", "HEURISTIC", "DEFAULT"]),
+              default="EXHAUSTIVE", show_default=True, help="onnxruntime-cuda: cuDNN convolution algorithm search.")
+@click.option("--cuda-graph", is_flag=True, help="onnxruntime-cuda: capture and replay CUDA graphs.")
+@click.option("--allow-cpu-nodes", is_flag=True,
+              help="onnxruntime-cuda: accept graph nodes that ONNX Runtime places on the CPU (listed in the report); "
+                   "by default any such node fails the load.")
+@click.option("--engine-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="tensorrt: engine cache folder. Default: ~/.cache/alexnet-deploy/trt-engines.")
+@click.option("--workspace-mb", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="tensorrt: builder workspace limit in MiB.")
+@click.option("--opt-batch", type=click.IntRange(min=1), default=None,
+              help="tensorrt: the profile's optimal batch. Default: the largest batch size.")
+@click.option("--parity-samples", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Fixed-seed random inputs compared with the reference.")
+@click.option("--images", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Real validation images compared with the reference (from the data named in the ONNX metadata; "
+                   "0 = none).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the full report as JSON.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report as a Markdown table.")
+@click.pass_context
+def bench(ctx: click.Context, model: Path, runtime: str, batch_sizes: tuple[int, ...], warmup: tuple[int, float],
+          iterations: int | None, duration: float | None, reference: Path | None, device: str, threads: int | None,
+          graph_optimization: str, compile_: bool, allow_tf32: bool, cudnn_algo_search: str, cuda_graph: bool,
+          allow_cpu_nodes: bool, engine_cache: Path | None, workspace_mb: int, opt_batch: int | None,
+          parity_samples: int, images: int, seed: int, json_path: Path | None, markdown_path: Path | None) -> None:
+    """Benchmark an ONNX model on PyTorch, ONNX Runtime (CPU/CUDA) and TensorRT, parity-checked on every run.
+
+    Exit codes: 0 ok, 1 parity miss or runtime failure (after the report), 2 bad usage, 3 runtime unavailable,
+    130 interrupted (the partial report is still printed and written).
+    """
+    import json
+
+    from runtimes.bench import BenchConfig
+    from runtimes.registry import RUNTIME_NAMES
+    from runtimes.render import render_markdown, render_text
+    from runtimes.suite import RuntimeOptions, SuiteConfig, run_bench
+
+    if iterations is not None and duration is not None:
+        raise click.BadParameter("give --iterations or --duration, not both", param_hint="--iterations")
+    options = RuntimeOptions(threads=threads, graph_optimization=graph_optimization, device=device, compile=compile_,
+                             allow_tf32=allow_tf32, cudnn_algo_search=cudnn_algo_search, cuda_graph=cuda_graph,
+                             strict=not allow_cpu_nodes, engine_cache=str(engine_cache) if engine_cache else None,
+                             workspace_mb=workspace_mb, opt_batch=opt_batch)
+    config = SuiteConfig(
+        runtimes=RUNTIME_NAMES if runtime == "all" else (runtime,), batch_sizes=batch_sizes,
+        bench=BenchConfig(warmup_iters=warmup[0], warmup_s=warmup[1], iterations=iterations,
+                          duration_s=duration or 2.0),
+        options=options, skip_unavailable=runtime == "all", parity_samples=parity_samples, parity_images=images,
+        seed=seed)
+    report = run_bench(model, config, reference=reference, progress=_bench_progress(ctx.obj["progress"]))
+    click.echo(render_text(report))
+    for path, text in ((json_path, lambda: json.dumps(report.to_dict(), indent=2)),
+                       (markdown_path, lambda: render_markdown(report))):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text())
+            click.echo(f"Wrote {path}")
+    if report.interrupted:
+        click.echo("Interrupted: the report holds the measurements made so far.", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+    if not report.passed:
+        click.echo("Error: " + "\n  ".join(report.failures()), err=True)
+        ctx.exit(1)
+
+
+# ---- export ----
+
+_EXPORT_PRECISIONS = ("fp32", "fp16", "int8")  # = export.spec.PRECISIONS (literal so --help needs no imports)
+_EXPORT_LRN = ("conv", "native")               # = export.spec.LRN_FORMULATIONS
+
+
+def _export_default_output(run: Path, precision: str) -> Path:
+    folder = run if run.is_dir() else run.parent
+    return folder / ("model.onnx" if precision == "fp32" else f"model.{precision}.onnx")
+
+
+def _export_table(reports, accuracy: dict | None) -> list[str]:
+    """The parity table (one row per input set) and the accuracy line, as printed by ``export``."""
+    head = f"{'inputs':<8} {'n':>5} {'max_abs':>9} {'max_rel':>9} {'cosine':>10} {'top-1':>8}  {'result':<6} tolerance"
+    lines = [head, "-" * len(head)]
+    for r in reports:
+        tol = r.tolerance
+        bound = (f"atol {tol.atol:g} + rtol {tol.rtol:g}, " if tol.elementwise else "") + \
+            f"cosine >= {tol.min_cosine:g}, top-1 >= {tol.min_top1_agreement:.0%}"
+        for o in r.outputs:
+            lines.append(f"{r.inputs:<8} {r.samples:>5} {o.max_abs:>9.3g} {o.max_rel:>9.3g} {o.cosine:>10.6f} "
+                         f"{o.top1_agreement:>8.2%}  {'PASS' if o.passed else 'FAIL':<6} {bound}")
+            lines += [f"  ✗ {failure}" for failure in o.failures]
+    if accuracy:
+        drop = (accuracy["reference"] - accuracy["onnx"]) * 100
+        lines.append(f"Accuracy on {int(accuracy['images'])} validation images: fp32 PyTorch "
+                     f"{accuracy['reference']:.2%}, this ONNX {accuracy['onnx']:.2%} (drop {drop:.2f} points)")
+    return lines
+
+
+@main.command("export")
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="ONNX file to write. Default: model.onnx (model.fp16.onnx, model.int8.onnx) next to the checkpoint.")
+@click.option("--precision", type=click.Choice(_EXPORT_PRECISIONS), default="fp32", show_default=True,
+              help="Precision written into the graph: fp16 keeps LRN and the I/O in fp32; int8 is symmetric Q/DQ.")
+@click.option("--opset", type=int, default=20, show_default=True, help="ONNX opset (18–25).")
+@click.option("--batch", type=click.IntRange(1, 256), default=None,
+              help="Static batch size. Default: a symbolic 'batch' dimension (1–256).")
+@click.option("--lrn", type=click.Choice(_EXPORT_LRN), default="conv", show_default=True,
+              help="LRN formulation: conv (banded 1x1 Conv, fastest on ONNX Runtime) or native (one ONNX LRN node, "
+                   "e.g. for TensorRT's LRN layer).")
+@click.option("--calibration-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="int8: image folder to calibrate on. Default: the checkpoint's training images, else the built-in "
+                   "data.")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=128, show_default=True,
+              help="int8: number of calibration images.")
+@click.option("--parity-images", type=click.IntRange(min=0), default=256, show_default=True,
+              help="Most validation images (from the checkpoint's data folder, when present) for parity and "
+                   "accuracy; 0 = fixed-seed random inputs only.")
+@click.option("--atol", type=click.FloatRange(min=0), default=None,
+              help="Override the absolute tolerance of the precision's default.")
+@click.option("--rtol", type=click.FloatRange(min=0), default=None,
+              help="Override the relative tolerance of the precision's default.")
+@click.option("--keep-failed", is_flag=True,
+              help="When parity fails, keep the file as <name>.failed.onnx for debugging.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the export report as JSON.")
+@click.pass_obj
+def export(obj: dict, run: Path, output: Path | None, precision: str, opset: int, batch: int | None, lrn: str,
+           calibration_data: Path | None, calibration_images: int, parity_images: int, atol: float | None,
+           rtol: float | None, keep_failed: bool, json_path: Path | None) -> None:
+    """Export a checkpoint (run folder or .safetensors) to a validated, parity-checked ONNX model.
+
+    The file is written only when the ONNX checker, strict shape inference and parity with the PyTorch model (on
+    fixed-seed random inputs and on the validation images, when available) all pass.
+    """
+    import dataclasses
+    import json
+
+    from export.errors import ParityError
+    from export.exporter import export_onnx
+    from export.spec import ExportSpec, tolerance_for
+
+    tolerance = tolerance_for(precision)
+    if atol is not None or rtol is not None:
+        tolerance = dataclasses.replace(tolerance, atol=tolerance.atol if atol is None else atol,
+                                        rtol=tolerance.rtol if rtol is None else rtol, elementwise=True)
+    spec = ExportSpec(precision=precision, opset=opset, batch=batch, lrn=lrn, tolerance=tolerance)
+    output = output or _export_default_output(run, precision)
+    progress = (lambda text: click.echo(f"[export] {text}", err=True)) if obj["progress"] else None
+    try:
+        result = export_onnx(run, output, spec, calibration_data=calibration_data,
+                             calibration_images=calibration_images, parity_images=parity_images,
+                             keep_failed=keep_failed, progress=progress)
+    except ParityError as e:
+        click.echo("\n".join(_export_table(e.reports, e.accuracy)), err=True)
+        raise
+    batch_text = f"static batch {result.batch}" if result.batch else "symbolic batch"
+    click.echo(f"Exported {result.path} ({result.precision}, LRN {result.lrn}, opset {result.opset}, IR "
+               f"{result.ir_version}, {batch_text}, {result.size_bytes / 2**20:.1f} MiB) in "
+               f"{result.timings_s['total']:.1f} s")
+    click.echo(f"sha256 {result.sha256}")
+    click.echo("\n".join(_export_table(result.parity, result.accuracy)))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        click.echo(f"Wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()

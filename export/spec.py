@@ -1,0 +1,75 @@
+"""ExportSpec (I/O names, batch axis, opset, precision, LRN form) and the per-precision parity tolerances shared with
+bench."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from export.parity import Tolerance
+
+PRECISIONS = ("fp32", "fp16", "int8")
+LRN_FORMULATIONS = ("conv", "native")  # see export/lrn.py; "conv" is the fastest on ONNX Runtime CPU
+DEFAULT_LRN = "conv"
+DEFAULT_OPSET = 20        # dynamo's default; ORT 1.31 accepts <= 26 and TensorRT 11's parser <= 25
+SUPPORTED_OPSETS = range(18, 26)  # dynamo cannot go below 18; TensorRT 11 parses up to 25
+IR_VERSION = 10           # ORT 1.31 rejects IR 14 (onnx 1.23's default); TensorRT 11 parses ONNX 1.20 = IR 10
+MAX_BATCH = 256           # upper bound of the symbolic batch dimension
+
+
+def ir_version_for(opset: int) -> int:
+    """IR 10 up to opset 22; newer opsets need the IR that introduced them (23 → 11, 24 → 12, 25 → 13)."""
+    import onnx.helper
+
+    return max(IR_VERSION, onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)]))
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    precision: str = "fp32"           # fp32 | fp16 | int8: written into the graph, every runtime runs it as is
+    opset: int = DEFAULT_OPSET
+    batch: int | None = None          # None = symbolic "batch" dimension; an int = static batch
+    input_name: str = "input"
+    output_name: str = "logits"
+    lrn: str = DEFAULT_LRN            # "conv" (fastest on ONNX Runtime) or "native" (one LRN node, for TensorRT)
+    tolerance: Tolerance | None = None  # None = tolerance_for(precision)
+    max_accuracy_drop: float | None = None  # percentage points on the validation images; None = MAX_ACCURACY_DROP
+
+    def validate(self) -> None:
+        """Raises ValueError naming the bad field and the valid choices."""
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if self.opset not in SUPPORTED_OPSETS:
+            raise ValueError(f"opset {self.opset} is not supported; choose {SUPPORTED_OPSETS.start}–"
+                             f"{SUPPORTED_OPSETS.stop - 1} (the dynamo exporter starts at 18, TensorRT 11 stops at 25)")
+        if self.batch is not None and not 1 <= self.batch <= MAX_BATCH:
+            raise ValueError(f"batch {self.batch} is outside 1–{MAX_BATCH}")
+        if self.lrn not in LRN_FORMULATIONS:
+            raise ValueError(f"unknown LRN formulation {self.lrn!r}; expected one of {', '.join(LRN_FORMULATIONS)}")
+
+    @property
+    def resolved_tolerance(self) -> Tolerance:
+        return self.tolerance if self.tolerance is not None else tolerance_for(self.precision)
+
+    @property
+    def resolved_max_accuracy_drop(self) -> float:
+        return self.max_accuracy_drop if self.max_accuracy_drop is not None else MAX_ACCURACY_DROP[self.precision]
+
+
+# Default tolerances per precision, against the fp32 PyTorch model on the same inputs. Provisional values; the
+# export work calibrates them by measurement and documents why each one holds.
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.99999, min_top1_agreement=1.0),
+    "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999, min_top1_agreement=0.98),
+    "int8": Tolerance(atol=0.0, rtol=0.0, min_cosine=0.98, min_top1_agreement=0.95, elementwise=False),
+}
+
+
+# Largest validation-accuracy drop (percentage points, fp32 PyTorch → this ONNX file) that still passes. Provisional.
+MAX_ACCURACY_DROP: dict[str, float] = {"fp32": 0.0, "fp16": 0.5, "int8": 1.0}
+
+
+def tolerance_for(precision: str) -> Tolerance:
+    """The default parity tolerance for a precision (fp32, fp16 or int8)."""
+    try:
+        return TOLERANCES[precision]
+    except KeyError:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}") from None

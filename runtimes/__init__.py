@@ -1,0 +1,1 @@
+"""Runtime adapters (PyTorch, ONNX Runtime CPU/CUDA, TensorRT), one benchmark harness and the bench orchestrator."""

@@ -1,0 +1,58 @@
+"""The CLI in-process: help for every command, and one clear message + exit code for each bad input."""
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from tests.trainer.conftest import make_image_folder
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("train",):
+        assert command in result.output
+        sub = run(command, "--help")
+        assert sub.exit_code == 0 and "Usage:" in sub.output
+
+
+def test_train_help_documents_every_option():
+    out = run("train", "--help").output
+    for option in ("--data", "--epochs", "--batch-size", "--out", "--resume", "--rotation", "--zoom", "--hflip",
+                   "--vflip", "--no-augment", "--es-patience", "--rlr-factor", "--device", "--amp", "--seed"):
+        assert option in out
+
+
+@pytest.mark.parametrize("make,args,message", [
+    (None, ["--data", "{tmp}/missing"], "data folder not found"),
+    ("one_class", ["--data", "{tmp}/data"], "at least 2 classes"),
+    ("corrupt", ["--data", "{tmp}/data"], "unreadable image file"),
+    ("ok", ["--data", "{tmp}/data", "--batch-size", "500"], "fewer than the batch size 500"),
+    ("ok", ["--data", "{tmp}/data", "--device", "cuda"], "no CUDA GPU is available"),
+    ("ok", ["--data", "{tmp}/data", "--amp", "fp16"], "--amp fp16 needs a CUDA device"),
+    ("ok", ["--data", "{tmp}/data", "--es-monitor", "val_f1"], "monitors 'val_f1', which is not logged"),
+    ("ok", ["--resume", "{tmp}/data"], "nothing to resume"),
+])
+def test_train_bad_input_gives_one_clear_error(tmp_path, make, args, message):
+    if make == "one_class":
+        make_image_folder(tmp_path / "data", classes=("only",))
+    elif make in ("ok", "corrupt"):
+        make_image_folder(tmp_path / "data")
+        if make == "corrupt":
+            (tmp_path / "data" / "star" / "bad.jpg").write_bytes(b"not an image")
+    result = run("train", *(a.format(tmp=tmp_path) for a in args), "--out", tmp_path / "run")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and message in result.output
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("args", [["--zoom", "1.2,0.8"], ["--zoom", "abc"], ["--optimizer", "lbfgs"],
+                                  ["--resume", "/definitely/not/here"], ["--epochs", "0"]])
+def test_train_bad_flags_are_usage_errors(args):
+    result = run("train", *args)
+    assert result.exit_code == 2, result.output

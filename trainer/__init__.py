@@ -1,0 +1,1 @@
+"""Train the original AlexNet: model, data, Keras-exact callbacks, secure checkpoints."""

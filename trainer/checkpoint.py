@@ -1,0 +1,190 @@
+"""Checkpoints that load without executing code: safetensors weights + JSON metadata, written atomically.
+
+A run folder holds ``model.safetensors`` (the final weights, with the metadata JSON embedded in the safetensors header
+so the file describes itself), ``model.json`` (the same metadata, for humans and tools), ``history.csv`` and
+``resume/`` (per-epoch state for ``--resume``). Nothing here is ever unpickled: weights come from safetensors and the
+optimizer state from ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from trainer.errors import CheckpointError
+from trainer.fileio import atomic_path, write_json_atomic, write_text_atomic
+from trainer.model import ARCHITECTURE, INPUT_SHAPE, AlexNet, build_model
+
+FORMAT = "alexnet-deploy/checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+META_NAME = "model.json"
+_HEADER_KEY = "alexnet_deploy"  # safetensors metadata key holding the JSON metadata
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: the weights, their metadata and where they came from."""
+    state_dict: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    path: Path  # the .safetensors file
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    def build_model(self) -> AlexNet:
+        """Rebuild the model from the metadata alone and load the weights (strictly)."""
+        model = build_model(int(self.meta["num_classes"]), float(self.meta.get("dropout", 0.5)))
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{self.path}: the weights do not match the metadata "
+                                  f"({self.meta['num_classes']} classes): {_first_line(e)}") from None
+        return model.eval()
+
+
+def library_versions() -> dict[str, str]:
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def model_metadata(num_classes: int, class_names: list[str], mean, std, dropout: float, **extra: Any) -> dict[str, Any]:
+    """The metadata every checkpoint carries; ``extra`` adds training results (best epoch, metrics, config…)."""
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
+            "num_classes": num_classes, "class_names": list(class_names), "input_shape": list(INPUT_SHAPE),
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std], "dropout": dropout,
+            "versions": library_versions(), **extra}
+
+
+def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write ``state_dict`` as safetensors with ``meta`` in its header, atomically."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_HEADER_KEY: json.dumps(meta)})
+
+
+def save_checkpoint(run_dir: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``run_dir/model.safetensors`` and ``run_dir/model.json``; returns the weights path."""
+    run_dir = Path(run_dir)
+    weights = run_dir / WEIGHTS_NAME
+    save_weights(weights, state_dict, meta)
+    write_json_atomic(run_dir / META_NAME, meta)
+    return weights
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run folder → its ``model.safetensors``; a ``.safetensors`` file → itself."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+        if not path.is_file():
+            raise CheckpointError(f"no {WEIGHTS_NAME} in the run folder {path.parent} (has training finished an epoch?)")
+    elif not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load a checkpoint from a run folder or a ``.safetensors`` file, validating its metadata.
+
+    Raises:
+        CheckpointError: missing, corrupt, not ours, or metadata that does not describe the weights.
+    """
+    weights = resolve_checkpoint(path)
+    try:
+        state_dict = load_file(str(weights))
+        with safe_open(str(weights), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {_first_line(e)}") from None
+    meta = _read_meta(weights, header)
+    for key in ("num_classes", "class_names", "mean", "std"):
+        if key not in meta:
+            raise CheckpointError(f"{weights}: metadata lacks {key!r}")
+    if meta.get("architecture") != ARCHITECTURE:
+        raise CheckpointError(f"{weights}: architecture {meta.get('architecture')!r} is not {ARCHITECTURE!r}")
+    if len(meta["class_names"]) != meta["num_classes"]:
+        raise CheckpointError(f"{weights}: {len(meta['class_names'])} class names for {meta['num_classes']} classes")
+    ckpt = Checkpoint(state_dict, meta, weights)
+    fc8 = state_dict.get("classifier.fc8.weight")
+    if fc8 is None or fc8.shape[0] != meta["num_classes"]:
+        found = "no classifier.fc8.weight" if fc8 is None else f"fc8 has {fc8.shape[0]} outputs"
+        raise CheckpointError(f"{weights}: the weights do not match the metadata "
+                              f"({meta['num_classes']} classes, {found})")
+    return ckpt
+
+
+def _read_meta(weights: Path, header: dict[str, str]) -> dict[str, Any]:
+    text = header.get(_HEADER_KEY)
+    source = "safetensors header"
+    if text is None:  # a bare safetensors file: fall back to the JSON next to it
+        sidecar = weights.with_name(META_NAME) if weights.name == WEIGHTS_NAME else weights.with_suffix(".json")
+        if not sidecar.is_file():
+            raise CheckpointError(f"{weights} carries no alexnet-deploy metadata and {sidecar.name} is missing")
+        text, source = sidecar.read_text(), str(sidecar)
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{weights}: corrupt metadata in the {source}: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{weights}: not an alexnet-deploy checkpoint (metadata format {meta.get('format')!r})"
+                              if isinstance(meta, dict) else f"{weights}: metadata is not a JSON object")
+    return meta
+
+
+# ---- resume state: one folder per finished epoch, switched by an atomically written pointer file ----
+
+def save_resume_state(run_dir: str | os.PathLike, epoch: int, state: dict[str, Any],
+                      model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+                      best_weights: dict[str, torch.Tensor] | None) -> None:
+    """Save everything ``--resume`` needs after finished epoch ``epoch`` (0-based)."""
+    root = Path(run_dir) / "resume"
+    folder = root / f"epoch-{epoch:04d}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(folder / "model.safetensors"))
+    torch.save(optimizer_state, folder / "optimizer.pt")
+    if best_weights is not None:
+        save_file({k: v.contiguous() for k, v in best_weights.items()}, str(folder / "best.safetensors"))
+    write_json_atomic(folder / "state.json", {"epoch": epoch, **state})
+    write_text_atomic(root / "LATEST", folder.name + "\n")  # the switch: readers follow this pointer
+    for old in root.glob("epoch-*"):
+        if old != folder:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_resume_state(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any],
+                                                           dict[str, torch.Tensor] | None]:
+    """Return ``(state, model_state, optimizer_state, best_weights)`` of the last finished epoch."""
+    root = Path(run_dir) / "resume"
+    pointer = root / "LATEST"
+    if not pointer.is_file():
+        raise CheckpointError(f"nothing to resume in {run_dir}: no finished epoch recorded ({pointer} is missing)")
+    folder = root / pointer.read_text().strip()
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        model_state = load_file(str(folder / "model.safetensors"))
+        optimizer_state = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+        best_path = folder / "best.safetensors"
+        best = load_file(str(best_path)) if best_path.is_file() else None
+    except (OSError, ValueError, SafetensorError, RuntimeError) as e:
+        raise CheckpointError(f"the resume state in {folder} is unreadable: {_first_line(e)}") from None
+    return state, model_state, optimizer_state, best
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,203 @@
+"""Image-folder data sets (``DIR/<class>/<image>``), the train/val split, and the train/eval transform presets."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from trainer.errors import DataError
+from trainer.model import INPUT_SIZE
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Sample = tuple[str, int]  # (path, class index)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation; every part can be switched off on its own."""
+    enabled: bool = True
+    rotation_deg: float = 15.0                  # uniform in [-rotation_deg, +rotation_deg]
+    zoom: tuple[float, float] = (0.8, 1.2)      # rescale factor range: < 1 zooms out, > 1 zooms in
+    hflip: bool = True                          # horizontal flip with p = 0.5
+    vflip: bool = True                          # vertical flip with p = 0.5 (the seed's augmentation set)
+
+
+@dataclass(frozen=True)
+class SplitData:
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    bad_files: list[str]      # unreadable files that were skipped (empty unless skip_bad_images)
+    source: str               # "train/val folders" or "stratified split"
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open any image as 3-channel RGB: grayscale, RGBA and palette images are converted."""
+    with Image.open(path) as img:
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")  # PIL warns when palette transparency is dropped implicitly
+        return img.convert("RGB")
+
+
+def find_split(data_dir: str | os.PathLike, val_split: float = 0.2, seed: int = 0, skip_bad_images: bool = False,
+               min_train: int = 1, progress: Callable[[Sequence[str]], Sequence[str]] | None = None) -> SplitData:
+    """Scan an image folder and return the training and validation samples.
+
+    ``DIR/train`` + ``DIR/val`` are used as given when both exist; otherwise ``DIR/<class>/<image>`` is split per
+    class with a seeded shuffle, so every class keeps its share of ``val_split`` in the validation set.
+
+    Args:
+        data_dir: The image folder.
+        val_split: Fraction of each class held out for validation when there is no ``val`` folder.
+        seed: Seed of the split.
+        skip_bad_images: Skip unreadable files (reported in ``bad_files``) instead of failing.
+        min_train: Fewest training images accepted (the batch size: a smaller set cannot fill one batch).
+        progress: Optional wrapper around the list of files being checked (e.g. a progress bar).
+
+    Raises:
+        DataError: missing or empty folder, a single class, an empty class, unreadable files, too few images.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        classes, train = _scan_classes(root / "train")
+        val_classes, val = _scan_classes(root / "val", classes)
+        source = "train/val folders"
+    else:
+        if not 0.0 < val_split < 1.0:
+            raise DataError(f"--val-split must be between 0 and 1 (exclusive), got {val_split}")
+        classes, samples = _scan_classes(root)
+        train, val = _stratified_split(samples, val_split, seed)
+        source = f"stratified {val_split:.0%} split (seed {seed})"
+    bad = _find_unreadable([p for p, _ in train + val], progress)
+    if bad and not skip_bad_images:
+        listed = "\n  ".join(bad[:20]) + (f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else "")
+        raise DataError(f"{len(bad)} unreadable image file(s) in {root}:\n  {listed}\n"
+                        "Remove them or pass --skip-bad-images to train without them.")
+    if bad:
+        bad_set = set(bad)
+        train = [s for s in train if s[0] not in bad_set]
+        val = [s for s in val if s[0] not in bad_set]
+        log.warning("skipped %d unreadable image file(s)", len(bad))
+    if len(train) < min_train:
+        raise DataError(f"only {len(train)} training image(s) in {root}, fewer than the batch size {min_train}; "
+                        "add images or lower --batch-size")
+    if not val:
+        raise DataError(f"no validation images in {root}: add images, raise --val-split, or provide a val/ folder")
+    return SplitData(classes, train, val, bad, source)
+
+
+def _scan_classes(folder: Path, expected: list[str] | None = None) -> tuple[list[str], list[Sample]]:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if expected is not None:
+        unknown = sorted(set(classes) - set(expected))
+        if unknown:
+            raise DataError(f"{folder} has classes that the training folder lacks: {', '.join(unknown)}")
+        classes = expected
+    elif len(classes) < 2:
+        found = f"only the class {classes[0]!r}" if classes else "no class subfolders"
+        raise DataError(f"{folder} must hold one subfolder per class (DIR/<class>/<image>) with at least 2 classes; "
+                        f"found {found}")
+    samples: list[Sample] = []
+    empty = []
+    for index, name in enumerate(classes):
+        files = sorted(str(p) for p in (folder / name).rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        if not files and expected is None:
+            empty.append(name)
+        samples.extend((f, index) for f in files)
+    if empty:
+        raise DataError(f"class folder(s) without images in {folder}: {', '.join(empty)} "
+                        f"(accepted extensions: {' '.join(IMAGE_EXTENSIONS)})")
+    return classes, samples
+
+
+def _stratified_split(samples: list[Sample], val_split: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    by_class: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s[1], []).append(s)
+    for label in sorted(by_class):
+        items = by_class[label]
+        order = rng.permutation(len(items))
+        n_val = int(round(len(items) * val_split)) if len(items) > 1 else 0
+        n_val = min(max(n_val, 1 if len(items) > 1 else 0), len(items) - 1)
+        val.extend(items[i] for i in order[:n_val])
+        train.extend(items[i] for i in order[n_val:])
+    return train, val
+
+
+def _find_unreadable(paths: list[str], progress: Callable | None) -> list[str]:
+    bad = []
+    for path in (progress(paths) if progress else paths):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(path) as img:
+                    img.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale; still reads every byte of the stream
+                    img.load()
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+            bad.append(path)
+    return bad
+
+
+def class_counts(samples: list[Sample], classes: list[str]) -> dict[str, int]:
+    counts = Counter(label for _, label in samples)
+    return {name: counts.get(i, 0) for i, name in enumerate(classes)}
+
+
+def train_transform(augment: AugmentConfig, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """Resize the shorter side to 227, random-crop 227, then rotation / zoom / flips on the PIL image."""
+    if not augment.enabled:
+        return eval_transform(mean, std)
+    ops: list = [v2.Resize(INPUT_SIZE, antialias=True), v2.RandomCrop(INPUT_SIZE)]
+    if augment.rotation_deg or augment.zoom != (1.0, 1.0):
+        # One affine warp applies rotation and rescaling together: a single interpolation, half the work.
+        ops.append(v2.RandomAffine(degrees=augment.rotation_deg, scale=augment.zoom))
+    if augment.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    if augment.vflip:
+        ops.append(v2.RandomVerticalFlip())
+    return v2.Compose(ops + _to_normalized_tensor(mean, std))
+
+
+def eval_transform(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """Deterministic: resize the shorter side to 227, center-crop 227×227."""
+    return v2.Compose([v2.Resize(INPUT_SIZE, antialias=True), v2.CenterCrop(INPUT_SIZE)]
+                      + _to_normalized_tensor(mean, std))
+
+
+def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list:
+    return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+
+
+class ImageListDataset(Dataset):
+    """(path, label) samples, loaded as RGB and transformed on access."""
+
+    def __init__(self, samples: list[Sample], transform: Callable) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return self.transform(load_rgb(path)), label

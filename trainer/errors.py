@@ -1,0 +1,21 @@
+"""The toolkit's error base. Every package's errors derive from it; only cli.py maps them to exit codes."""
+
+
+class ToolkitError(Exception):
+    """An expected failure with a message meant for the user (no traceback needed)."""
+
+
+class DataError(ToolkitError):
+    """The image folder is missing, empty, unreadable or unusable for training."""
+
+
+class CheckpointError(ToolkitError):
+    """A checkpoint or run folder is missing, corrupt, or does not match its metadata."""
+
+
+class InputShapeError(ToolkitError, ValueError):
+    """A tensor fed to the model does not have the shape AlexNet requires."""
+
+
+class TrainingDivergedError(ToolkitError):
+    """The loss became NaN or infinite."""

@@ -1,0 +1,165 @@
+"""Trainer: fit, train_one_epoch, evaluate — the Keras-style epoch loop with callbacks."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from trainer.errors import TrainingDivergedError
+
+log = logging.getLogger(__name__)
+
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
+
+
+@dataclass
+class History:
+    """Per-epoch ``logs`` rows (Keras's History), plus where training stopped and why."""
+    rows: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str = "max_epochs"
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.rows)
+
+
+class Trainer:
+    """Runs epochs over a model, an optimizer and Keras-style callbacks.
+
+    Callbacks see ``self.model``, ``self.optimizer`` and may set ``self.stop_training``. ``on_epoch_saved`` (if given)
+    is called after each finished epoch, after the callbacks, with ``(epoch, logs)``; the run orchestrator uses it
+    to write checkpoints.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, val_set: Dataset, *,
+                 batch_size: int, device: torch.device, amp_dtype: torch.dtype | None = None, seed: int = 0,
+                 workers: int = 1, callbacks: Sequence[Any] = (), warmup_steps: int = 0,
+                 show_progress: bool = True, on_epoch_saved: Callable[[int, dict], None] | None = None) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.train_set, self.val_set = train_set, val_set
+        self.batch_size, self.device, self.amp_dtype = batch_size, device, amp_dtype
+        self.seed, self.workers, self.warmup_steps = seed, workers, warmup_steps
+        self.callbacks = list(callbacks)
+        self.show_progress = show_progress
+        self.on_epoch_saved = on_epoch_saved
+        self.stop_training = False
+        self.global_step = 0
+        # fp16 needs loss scaling; bf16 has fp32's exponent range and does not.
+        self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        for cb in self.callbacks:
+            cb.set_trainer(self)
+
+    def fit(self, epochs: int, start_epoch: int = 0, history: History | None = None) -> History:
+        """Train epochs ``start_epoch .. epochs-1``; callbacks must already hold their state when resuming."""
+        history = history or History()
+        if start_epoch >= epochs:
+            history.stop_reason = "max_epochs"
+            return history
+        for epoch in range(start_epoch, epochs):
+            for cb in self.callbacks:
+                cb.on_epoch_begin(epoch)
+            logs = {**self.train_one_epoch(epoch, epochs), **self.evaluate()}
+            logs["lr"] = float(self.optimizer.param_groups[0]["lr"])  # the lr this epoch trained with
+            for cb in self.callbacks:
+                cb.on_epoch_end(epoch, logs)
+            history.rows.append({k: float(logs[k]) for k in METRICS})
+            log.info("epoch %d/%d - %s", epoch + 1, epochs, " - ".join(f"{k} {logs[k]:.4g}" for k in METRICS))
+            if self.on_epoch_saved is not None:
+                self.on_epoch_saved(epoch, logs)
+            if self.stop_training:
+                history.stop_reason = "early_stopping"
+                break
+        return history
+
+    def _loader(self, dataset: Dataset, shuffle: bool, epoch: int = 0) -> DataLoader:
+        # A fresh generator per epoch makes the order and the augmentation of epoch N the same whether or not the
+        # run was resumed before it.
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+                          num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                          prefetch_factor=4 if self.workers else None)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_one_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
+        self.model.train()
+        torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks, reproducible per epoch
+        loader = self._loader(self.train_set, shuffle=True, epoch=epoch)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen, wait_s, start = 0, 0.0, time.perf_counter()
+        bar = tqdm(total=len(loader), desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+                   disable=not self.show_progress, dynamic_ncols=True)
+        batches = iter(loader)
+        with bar:
+            for step in range(len(loader)):
+                t0 = time.perf_counter()
+                images, labels = next(batches)
+                wait_s += time.perf_counter() - t0
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+                self._warmup_lr()
+                loss, logits = self._step(images, labels)
+                if not math.isfinite(loss.item()):
+                    raise TrainingDivergedError(
+                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training stopped. "
+                        "The last finished epoch's checkpoint is kept; try a lower --lr.")
+                loss_sum += loss.detach().double() * labels.numel()
+                correct += (logits.argmax(1) == labels).sum()
+                seen += labels.numel()
+                self.global_step += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")
+        elapsed = time.perf_counter() - start
+        self.last_epoch_timing = {"seconds": elapsed, "images": seen, "data_wait_s": wait_s}
+        log.debug("epoch %d: %.1f img/s, data wait %.1f%%", epoch + 1, seen / elapsed, 100 * wait_s / elapsed)
+        return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen}
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            logits = self.model(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss, logits
+
+    def _warmup_lr(self) -> None:
+        if self.global_step >= self.warmup_steps:
+            return
+        scale = (self.global_step + 1) / self.warmup_steps
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * scale
+
+    @torch.inference_mode()
+    def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
+        """Loss and top-1 accuracy on ``dataset`` (default: the validation set), deterministic."""
+        self.model.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for images, labels in self._loader(dataset or self.val_set, shuffle=False):
+            images, labels = images.to(self.device), labels.to(self.device)
+            with self._autocast():
+                logits = self.model(images)
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += labels.numel()
+        return {"val_loss": loss_sum / seen, "val_accuracy": correct / seen}

@@ -1,0 +1,233 @@
+"""train(): data → model → callbacks → fit → checkpoints, with --resume, Ctrl-C and NaN handling."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from trainer import checkpoint as ckpt
+from trainer.callbacks import EarlyStopping, ReduceLROnPlateau
+from trainer.config import TrainConfig
+from trainer.data import ImageListDataset, SplitData, eval_transform, find_split, train_transform
+from trainer.device import default_workers, resolve_amp, resolve_device, tune_allocator
+from trainer.errors import CheckpointError, ToolkitError, TrainingDivergedError
+from trainer.fileio import write_text_atomic
+from trainer.loop import METRICS, History, Trainer
+from trainer.model import AlexNet
+from trainer.synthetic import ensure_synthetic_dataset
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(ToolkitError):
+    """Ctrl-C: the last finished epoch is saved and the run can be resumed."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    history: History
+    best_epoch: int | None       # 0-based
+    weights: Path
+    meta: dict[str, Any]
+
+
+def resolve_data_dir(data: str | None, show_progress: bool = True) -> tuple[Path, bool]:
+    """The user's folder, or the built-in shapes data (generated on first use). Returns (folder, built_in)."""
+    if data is not None:
+        return Path(data), False
+    bar = tqdm(desc="Generating built-in data", unit="img", disable=not show_progress, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    with bar:
+        return ensure_synthetic_dataset(progress=progress), True
+
+
+def load_split(config: TrainConfig, show_progress: bool = True) -> tuple[SplitData, Path, bool]:
+    data_dir, built_in = resolve_data_dir(config.data, show_progress)
+    split = find_split(data_dir, config.val_split, config.seed, config.skip_bad_images, min_train=config.batch_size,
+                       progress=lambda files: tqdm(files, desc="Checking images", unit="img", leave=False,
+                                                   disable=not show_progress))
+    return split, data_dir, built_in
+
+
+def train(config: TrainConfig, resume: str | Path | None = None, resume_epochs: int | None = None,
+          show_progress: bool = True) -> TrainResult:
+    """Train AlexNet as ``config`` says, or continue the run in ``resume`` after its last finished epoch.
+
+    When resuming, the run's saved configuration applies; ``resume_epochs`` changes only its epoch count.
+
+    Raises:
+        DataError, CheckpointError, TrainingDivergedError, TrainingInterrupted: with a user-facing message.
+    """
+    tune_allocator()
+    resumed = _load_resume(resume, resume_epochs) if resume is not None else None
+    if resumed is not None:
+        config = resumed["config"]
+    device = resolve_device(config.device)
+    amp_dtype = resolve_amp(config.amp, device)
+    callbacks = _make_callbacks(config)  # bad callback settings fail before any data is read
+    split, data_dir, built_in = load_split(config, show_progress)
+    if resumed is not None and resumed["state"]["class_names"] != split.classes:
+        raise CheckpointError(f"the classes in {data_dir} changed since the run in {resume} started")
+    config = dataclasses.replace(config, num_classes=len(split.classes))
+    out_dir = Path(resume) if resume is not None else Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("data: %s (%s): %d train / %d val images, %d classes", data_dir, split.source, len(split.train),
+             len(split.val), len(split.classes))
+
+    torch.manual_seed(config.seed)
+    model = AlexNet(len(split.classes), config.dropout).to(device)
+    optimizer = _make_optimizer(config, model)
+    workers = config.workers if config.workers >= 0 else default_workers()
+    trainer = Trainer(model, optimizer,
+                      ImageListDataset(split.train, train_transform(config.augment, config.mean, config.std)),
+                      ImageListDataset(split.val, eval_transform(config.mean, config.std)),
+                      batch_size=config.batch_size, device=device, amp_dtype=amp_dtype, seed=config.seed,
+                      workers=workers, callbacks=callbacks, show_progress=show_progress,
+                      warmup_steps=config.warmup_epochs * -(-len(split.train) // config.batch_size))
+    for cb in callbacks:
+        cb.on_train_begin()
+    history, start_epoch = History(), 0
+    if resumed is not None:
+        start_epoch, history = _restore(trainer, callbacks, resumed)
+        log.info("resuming %s after epoch %d", out_dir, start_epoch)
+    meta_base = {"config": config.to_dict(), "data": {"path": str(data_dir), "built_in": built_in,
+                 "source": split.source, "val_split": config.val_split, "seed": config.seed,
+                 "train_images": len(split.train), "val_images": len(split.val),
+                 "skipped_bad_images": len(split.bad_files)}}
+    trainer.on_epoch_saved = lambda epoch, logs: _save_epoch(out_dir, trainer, callbacks, history, epoch,
+                                                             split.classes, config)
+    try:
+        history = trainer.fit(config.epochs, start_epoch, history)
+    except KeyboardInterrupt:
+        _finalize_from_last_epoch(out_dir, history, "interrupted", split.classes, config, meta_base)
+        raise TrainingInterrupted(f"interrupted: the last finished epoch ({history.epochs_run}) is saved in {out_dir}; "
+                                  f"continue with: train --resume {out_dir}") from None
+    except TrainingDivergedError:
+        _finalize_from_last_epoch(out_dir, history, "diverged", split.classes, config, meta_base)
+        raise
+    for cb in callbacks:
+        cb.on_train_end()  # EarlyStopping(restore_best_weights=True) puts the best epoch's weights back here
+    early = callbacks[0]
+    if early.stopped_epoch > 0:
+        history.stop_reason = (f"early stopping: no {early.monitor} improvement for {early.patience} epochs "
+                               f"(stopped after epoch {early.stopped_epoch + 1})")
+    else:
+        history.stop_reason = f"reached --epochs {config.epochs}"
+    meta = _final_meta(history, split.classes, config, meta_base, "finished", early.best_epoch,
+                       restored=early.restore_best_weights and early.best_weights is not None)
+    weights = ckpt.save_checkpoint(out_dir, model.state_dict(), meta)
+    return TrainResult(out_dir, history, meta["best_epoch"], weights, meta)
+
+
+def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raise ToolkitError(f"unknown optimizer {config.optimizer!r}; expected sgd or adamw")
+
+
+def _make_callbacks(config: TrainConfig) -> list:
+    """EarlyStopping then ReduceLROnPlateau (the seed's order), with their monitors checked before any work."""
+    es, rl = config.early_stopping, config.reduce_lr
+    try:
+        callbacks = _callbacks(es, rl)
+        for cb in callbacks:
+            cb.check_monitor(METRICS)
+    except ValueError as e:
+        raise ToolkitError(str(e)) from None
+    return callbacks
+
+
+def _callbacks(es, rl) -> list:
+    return [
+        EarlyStopping(monitor=es.monitor, min_delta=es.min_delta, patience=es.patience, mode=es.mode,
+                      baseline=es.baseline, restore_best_weights=es.restore_best_weights,
+                      start_from_epoch=es.start_from_epoch, verbose=1),
+        ReduceLROnPlateau(monitor=rl.monitor, factor=rl.factor, patience=rl.patience, verbose=rl.verbose,
+                          mode=rl.mode, min_delta=rl.min_delta, cooldown=rl.cooldown, min_lr=rl.min_lr),
+    ]
+
+
+def _history_csv(rows: list[dict[str, float]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch", *METRICS])  # Keras CSVLogger's columns: epoch, then the logs
+    for epoch, row in enumerate(rows):
+        writer.writerow([epoch, *(repr(row[k]) for k in METRICS)])
+    return buf.getvalue()
+
+
+def _save_epoch(out_dir: Path, trainer: Trainer, callbacks: list, history: History, epoch: int,
+                class_names: list[str], config: TrainConfig) -> None:
+    write_text_atomic(out_dir / "history.csv", _history_csv(history.rows))
+    early = callbacks[0]
+    state = {"config": config.to_dict(), "class_names": class_names, "history": history.rows,
+             "global_step": trainer.global_step, "callbacks": [cb.state_dict() for cb in callbacks]}
+    ckpt.save_resume_state(out_dir, epoch, state, trainer.model.state_dict(), trainer.optimizer.state_dict(),
+                           early.best_weights if early.restore_best_weights else None)
+
+
+def _load_resume(resume: str | Path, epochs: int | None) -> dict[str, Any]:
+    state, model_state, optimizer_state, best = ckpt.load_resume_state(resume)
+    saved = TrainConfig.from_dict(state["config"])
+    if epochs is not None:  # --epochs given with --resume extends (or shortens) the run
+        saved = dataclasses.replace(saved, epochs=epochs)
+    return {"state": state, "config": dataclasses.replace(saved, out=str(resume)), "model": model_state,
+            "optimizer": optimizer_state, "best": best}
+
+
+def _restore(trainer: Trainer, callbacks: list, resumed: dict[str, Any]) -> tuple[int, History]:
+    state = resumed["state"]
+    trainer.model.load_state_dict(resumed["model"])
+    trainer.optimizer.load_state_dict(resumed["optimizer"])
+    trainer.global_step = int(state["global_step"])
+    for cb, cb_state in zip(callbacks, state["callbacks"]):
+        cb.load_state_dict(cb_state)
+    if resumed["best"] is not None:
+        callbacks[0].best_weights = resumed["best"]
+    return int(state["epoch"]) + 1, History(rows=list(state["history"]))
+
+
+def _final_meta(history: History, class_names: list[str], config: TrainConfig, meta_base: dict[str, Any],
+                status: str, best_epoch: int | None, restored: bool) -> dict[str, Any]:
+    rows = history.rows
+    if best_epoch is None and rows:  # EarlyStopping never saw its monitor improve: fall back to lowest val_loss
+        best_epoch = min(range(len(rows)), key=lambda i: rows[i]["val_loss"])
+    lrs = [r["lr"] for r in rows]
+    return ckpt.model_metadata(
+        len(class_names), class_names, config.mean, config.std, config.dropout, status=status,
+        stop_reason=history.stop_reason, epochs_run=len(rows), best_epoch=best_epoch,
+        weights_from=f"best epoch {best_epoch + 1}" if restored and best_epoch is not None else "last epoch",
+        metrics=rows[best_epoch] if best_epoch is not None and rows else {},
+        final_metrics=rows[-1] if rows else {}, lr_reductions=sum(b < a for a, b in zip(lrs, lrs[1:])),
+        created=datetime.now().astimezone().isoformat(timespec="seconds"), **meta_base)
+
+
+def _finalize_from_last_epoch(out_dir: Path, history: History, status: str, class_names: list[str],
+                              config: TrainConfig, meta_base: dict[str, Any]) -> None:
+    """After Ctrl-C or divergence: publish the last finished epoch's weights (or the best ones) as the model."""
+    try:
+        state, model_state, _, best = ckpt.load_resume_state(out_dir)
+    except CheckpointError:
+        return  # not even one epoch finished: there is nothing worth publishing
+    history.stop_reason = status
+    best_epoch = next((s.get("best_epoch") for s in state["callbacks"] if "best_epoch" in s), None)
+    weights = best if best is not None else model_state
+    meta = _final_meta(History(rows=list(state["history"]), stop_reason=status), class_names, config, meta_base,
+                       status, best_epoch, restored=best is not None)
+    ckpt.save_checkpoint(out_dir, weights, meta)
