@@ -70,9 +70,9 @@ def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
                    "--epochs may change the epoch count).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, show_default="12", help="Maximum epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per step.")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True,
-              help="SGD with momentum (the paper's) or AdamW.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True,
+              help="AdamW, or SGD with momentum (the paper's; try --lr 0.005).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Initial learning rate.")
 @click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True, help="L2 weight decay.")
@@ -227,8 +227,9 @@ def _bench_progress(enabled: bool):
                    "and compares throughput with the reference.")
 @click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_batch_sizes_option,
               help="Comma-separated batch sizes, swept in one run.")
-@click.option("--warmup", default="5", show_default=True, callback=_warmup_option,
-              help="Warm-up before timing: N iterations, or a duration such as 2s.")
+@click.option("--warmup", default="1s", show_default=True, callback=_warmup_option,
+              help="Warm-up before timing, per runtime and batch size: N iterations, or a duration such as 2s "
+                   "(at least one iteration).")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="Timed iterations per runtime and batch size (instead of --duration).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -386,10 +387,11 @@ def export(obj: dict, run: Path, output: Path | None, precision: str, opset: int
     from export.exporter import export_onnx
     from export.spec import ExportSpec, tolerance_for
 
-    tolerance = tolerance_for(precision)
+    tolerance = None  # the precision's defaults (per input kind) unless overridden
     if atol is not None or rtol is not None:
-        tolerance = dataclasses.replace(tolerance, atol=tolerance.atol if atol is None else atol,
-                                        rtol=tolerance.rtol if rtol is None else rtol, elementwise=True)
+        base = tolerance_for(precision)
+        tolerance = dataclasses.replace(base, atol=base.atol if atol is None else atol,
+                                        rtol=base.rtol if rtol is None else rtol, elementwise=True)
     spec = ExportSpec(precision=precision, opset=opset, batch=batch, lrn=lrn, tolerance=tolerance)
     output = output or _export_default_output(run, precision)
     progress = (lambda text: click.echo(f"[export] {text}", err=True)) if obj["progress"] else None

@@ -148,8 +148,12 @@ def _read_meta(weights: Path, header: dict[str, str]) -> dict[str, Any]:
 
 def save_resume_state(run_dir: str | os.PathLike, epoch: int, state: dict[str, Any],
                       model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
-                      best_weights: dict[str, torch.Tensor] | None) -> None:
-    """Save everything ``--resume`` needs after finished epoch ``epoch`` (0-based)."""
+                      best_weights: dict[str, torch.Tensor] | None, best_epoch: int | None = None) -> None:
+    """Save everything ``--resume`` needs after finished epoch ``epoch`` (0-based).
+
+    ``best_epoch`` names the epoch ``best_weights`` come from: when the previous state already holds that epoch's
+    weights they are hard-linked instead of rewritten (228 MB per epoch saved on a 6-class AlexNet).
+    """
     root = Path(run_dir) / "resume"
     folder = root / f"epoch-{epoch:04d}"
     if folder.exists():
@@ -158,12 +162,37 @@ def save_resume_state(run_dir: str | os.PathLike, epoch: int, state: dict[str, A
     save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(folder / "model.safetensors"))
     torch.save(optimizer_state, folder / "optimizer.pt")
     if best_weights is not None:
-        save_file({k: v.contiguous() for k, v in best_weights.items()}, str(folder / "best.safetensors"))
+        best_path = folder / "best.safetensors"
+        previous = _latest_folder(root)
+        reusable = previous is not None and best_epoch is not None and _saved_best_epoch(previous) == best_epoch
+        if not (reusable and _try_link(previous / "best.safetensors", best_path)):
+            save_file({k: v.contiguous() for k, v in best_weights.items()}, str(best_path))
+        state = {**state, "best_weights_epoch": best_epoch}
     write_json_atomic(folder / "state.json", {"epoch": epoch, **state})
     write_text_atomic(root / "LATEST", folder.name + "\n")  # the switch: readers follow this pointer
     for old in root.glob("epoch-*"):
         if old != folder:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _latest_folder(root: Path) -> Path | None:
+    pointer = root / "LATEST"
+    return root / pointer.read_text().strip() if pointer.is_file() else None
+
+
+def _saved_best_epoch(folder: Path) -> int | None:
+    try:
+        return json.loads((folder / "state.json").read_text()).get("best_weights_epoch")
+    except (OSError, ValueError):
+        return None
+
+
+def _try_link(src: Path, dst: Path) -> bool:
+    try:
+        os.link(src, dst)
+        return True
+    except OSError:  # no such file, or a filesystem without hard links: write a copy instead
+        return False
 
 
 def load_resume_state(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any],

@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw, ImageFilter
 log = logging.getLogger(__name__)
 
 CLASSES = ("circle", "cross", "ring", "square", "star", "triangle")
-VERSION = 1  # bump when the drawing changes, so old caches are not reused
+POSITION_JITTER = 0.10  # shape centre offset, as a fraction of the image size
+VERSION = 2  # bump when the drawing changes, so old caches are not reused
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,10 @@ def draw_sample(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
     bg_luma = float(np.asarray(background.convert("L")).mean())
     colour = _contrasting_colour(bg_luma, rng)
     radius = rng.uniform(0.16, 0.32) * size
-    margin = radius * 1.05
-    cx, cy = rng.uniform(margin, size - margin, size=2)
+    # Position varies by ±10 % of the image around the centre. AlexNet has no global pooling: its FC layers see a
+    # 6×6 grid, so shapes anywhere in the frame would need a template per grid cell, far more images than a demo
+    # set holds (measured: 19 % vs 27 % val accuracy after 100 steps, 46 % after 200).
+    cx, cy = size / 2 + rng.uniform(-POSITION_JITTER, POSITION_JITTER, size=2) * size
     angle = rng.uniform(0, 2 * math.pi)
     mask = Image.new("L", (size, size), 0)
     _draw_shape(ImageDraw.Draw(mask), shape, cx, cy, radius, angle)
@@ -162,7 +165,7 @@ def _texture(size: int, rng: np.random.Generator) -> Image.Image:
         coarse = rng.normal(size=(8, 8)).astype(np.float32)
         pattern = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC))
         pattern = pattern / max(float(np.abs(pattern).max()), 1e-6)
-    img = img + pattern[..., None] * rng.uniform(10, 40) * rng.choice([-1, 1], size=3)
+    img = img + pattern[..., None] * rng.uniform(8, 32) * rng.choice([-1, 1], size=3)
     img = img + rng.normal(0, rng.uniform(2, 10), size=img.shape)
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 

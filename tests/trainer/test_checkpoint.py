@@ -84,3 +84,23 @@ def test_foreign_safetensors_file_is_rejected(tmp_path):
     save_file({"w": torch.zeros(2)}, str(path), metadata={"alexnet_deploy": "{not json"})
     with pytest.raises(CheckpointError, match="corrupt metadata"):
         load_checkpoint(path)
+
+
+def test_resume_state_round_trip_and_unchanged_best_weights_are_linked(tmp_path):
+    from trainer.checkpoint import load_resume_state, save_resume_state
+
+    weights = {"w": torch.arange(4.0)}
+    best = {"w": torch.ones(4)}
+    save_resume_state(tmp_path, 0, {"x": 1}, weights, {"state": {}, "param_groups": []}, best, best_epoch=0)
+    first_inode = (tmp_path / "resume" / "epoch-0000" / "best.safetensors").stat().st_ino
+    save_resume_state(tmp_path, 1, {"x": 2}, weights, {"state": {}, "param_groups": []}, best, best_epoch=0)
+    assert (tmp_path / "resume" / "epoch-0001" / "best.safetensors").stat().st_ino == first_inode  # linked
+    assert not (tmp_path / "resume" / "epoch-0000").exists()  # older states are removed once LATEST moves on
+    state, model_state, opt_state, loaded_best = load_resume_state(tmp_path)
+    assert state["epoch"] == 1 and state["x"] == 2 and state["best_weights_epoch"] == 0
+    assert torch.equal(model_state["w"], weights["w"]) and torch.equal(loaded_best["w"], best["w"])
+    assert (tmp_path / "resume" / "epoch-0001" / "best.safetensors").stat().st_nlink == 1  # the old link is gone
+    new_best = {"w": torch.full((4,), 7.0)}
+    save_resume_state(tmp_path, 2, {"x": 3}, weights, {"state": {}, "param_groups": []}, new_best, best_epoch=2)
+    assert (tmp_path / "resume" / "epoch-0002" / "best.safetensors").stat().st_ino != first_inode
+    assert torch.equal(load_resume_state(tmp_path)[3]["w"], new_best["w"])

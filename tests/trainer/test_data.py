@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from tests.trainer.conftest import make_image_folder
-from trainer.data import (AugmentConfig, IMAGENET_MEAN, IMAGENET_STD, class_counts, eval_transform, find_split,
-                          load_rgb, train_transform)
+from trainer.data import (AugmentConfig, IMAGENET_MEAN, IMAGENET_STD, class_counts, eval_transform,
+                          eval_transform_uint8, find_split, load_rgb, normalize_batch, train_transform)
 from trainer.errors import DataError
 from trainer.synthetic import CLASSES, SyntheticSpec, ensure_synthetic_dataset
 
@@ -99,18 +99,23 @@ def test_any_colour_mode_loads_as_rgb(tmp_path, mode):
     assert out.mode == "RGB" and out.size == (30, 20)
 
 
-def test_transforms_give_normalized_227_tensors_and_eval_is_deterministic(tmp_path):
+def test_transforms_give_227_tensors_and_eval_is_deterministic(tmp_path):
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (180, 300, 3), dtype=np.uint8))
     ev = eval_transform(IMAGENET_MEAN, IMAGENET_STD)
     a, b = ev(img), ev(img)
     assert a.shape == (3, 227, 227) and a.dtype == torch.float32
     assert torch.equal(a, b)
-    tr = train_transform(AugmentConfig(), IMAGENET_MEAN, IMAGENET_STD)
+    tr = train_transform(AugmentConfig())
     torch.manual_seed(0)
     c, d = tr(img), tr(img)
-    assert c.shape == (3, 227, 227) and not torch.equal(c, d)
-    off = train_transform(AugmentConfig(enabled=False), IMAGENET_MEAN, IMAGENET_STD)
-    assert torch.equal(off(img), a)
+    assert c.shape == (3, 227, 227) and c.dtype == torch.uint8 and not torch.equal(c, d)
+    off = train_transform(AugmentConfig(enabled=False))
+    assert torch.equal(off(img), eval_transform_uint8()(img))
+    # the trainer's batched normalisation equals the per-image float transform
+    batch = torch.stack([eval_transform_uint8()(img)] * 2).contiguous(memory_format=torch.channels_last)
+    normalized = normalize_batch(batch, IMAGENET_MEAN, IMAGENET_STD)
+    torch.testing.assert_close(normalized[0], a)
+    assert normalized.is_contiguous(memory_format=torch.channels_last)
     # normalisation: a mid-grey image maps to (0.5 - mean) / std per channel
     grey = ev(Image.new("RGB", (250, 250), (128, 128, 128)))
     expected = (128 / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
@@ -118,7 +123,7 @@ def test_transforms_give_normalized_227_tensors_and_eval_is_deterministic(tmp_pa
 
 
 def test_each_augmentation_can_be_switched_off():
-    names = lambda cfg: [type(t).__name__ for t in train_transform(cfg, IMAGENET_MEAN, IMAGENET_STD).transforms]
+    names = lambda cfg: [type(t).__name__ for t in train_transform(cfg).transforms]
     full = names(AugmentConfig())
     assert {"RandomAffine", "RandomHorizontalFlip", "RandomVerticalFlip"} <= set(full)
     assert "RandomVerticalFlip" not in names(AugmentConfig(vflip=False))
@@ -139,3 +144,38 @@ def test_builtin_data_is_deterministic_and_cached(tmp_path):
     assert ensure_synthetic_dataset(tmp_path / "a", spec) == first  # cached: not rewritten
     assert (first / files[0]).stat().st_mtime_ns == mtime
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".shapes")]  # no temp folders left
+
+
+def test_epoch_sampler_is_seeded_per_epoch_and_splits_ranks():
+    from trainer.data import EpochSampler
+
+    s = EpochSampler(10, shuffle=True, seed=3)
+    s.set_epoch(1)
+    first = list(s)
+    assert list(s) == first and {e for e, _ in first} == {1}
+    assert sorted(i for _, i in first) == list(range(10))
+    s.set_epoch(2)
+    assert [i for _, i in s] != [i for _, i in first]
+    ranks = [EpochSampler(10, True, 3, num_replicas=3, rank=r) for r in range(3)]
+    for r in ranks:
+        r.set_epoch(1)
+    shares = [[i for _, i in r] for r in ranks]
+    assert [len(x) for x in shares] == [4, 4, 4]  # padded so every rank runs the same number of steps
+    assert set().union(*map(set, shares)) == set(range(10))
+    evals = [[i for _, i in EpochSampler(10, False, num_replicas=3, rank=r, pad=False)] for r in range(3)]
+    assert sorted(sum(evals, [])) == list(range(10))  # evaluation: every image exactly once
+
+
+def test_augmentation_is_a_function_of_epoch_and_index(tmp_path):
+    from tests.trainer.conftest import make_image_folder
+    from trainer.data import ImageListDataset
+
+    root = make_image_folder(tmp_path, per_class=2, size=96)
+    split = find_split(root, val_split=0.3)
+    ds = ImageListDataset(split.train, train_transform(AugmentConfig()), seed=5)
+    torch.manual_seed(123)
+    a = ds[(4, 0)][0]
+    state = torch.get_rng_state()
+    assert torch.equal(ds[(4, 0)][0], a)  # same epoch and index: same augmentation
+    assert torch.equal(torch.get_rng_state(), state)  # and the caller's RNG (dropout) is untouched
+    assert not torch.equal(ds[(5, 0)][0], a)

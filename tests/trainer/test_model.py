@@ -76,3 +76,15 @@ def test_lrn_module_computes_low_precision_inputs_in_fp32():
     out = lrn(x.half())
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), atol=0.05, rtol=1e-2)
+
+
+def test_fast_lrn_is_layout_independent():
+    x = torch.rand(2, 96, 9, 9) * 10
+    cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    y_cl = local_response_norm(cl, 5, 1e-4, 0.75, 2.0)
+    torch.testing.assert_close(y_cl, F.local_response_norm(x, 5, 1e-4, 0.75, 2.0))
+    g = torch.randn_like(y_cl)
+    (grad_cl,) = torch.autograd.grad(y_cl, cl, g)
+    x2 = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(F.local_response_norm(x2, 5, 1e-4, 0.75, 2.0), x2, g)
+    torch.testing.assert_close(grad_cl, grad)

@@ -104,7 +104,7 @@ def _diverge(run: Path) -> None:
 def test_ctrl_c_saves_and_the_run_resumes(image_folder, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "cli.py"), "train", "--data", str(image_folder), "--out", str(run),
-           "--epochs", "50", "--batch-size", "4", "--workers", "0", "--amp", "off"]
+           "--epochs", "50", "--batch-size", "4", "--amp", "off"]  # default workers: a forkserver process
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (run / "resume" / "LATEST").exists() and time.time() < deadline and proc.poll() is None:
