@@ -45,31 +45,50 @@ class ExportSpec:
         if self.lrn not in LRN_FORMULATIONS:
             raise ValueError(f"unknown LRN formulation {self.lrn!r}; expected one of {', '.join(LRN_FORMULATIONS)}")
 
-    @property
-    def resolved_tolerance(self) -> Tolerance:
-        return self.tolerance if self.tolerance is not None else tolerance_for(self.precision)
+    def resolved_tolerance(self, inputs: str = "random") -> Tolerance:
+        return self.tolerance if self.tolerance is not None else tolerance_for(self.precision, inputs)
 
     @property
     def resolved_max_accuracy_drop(self) -> float:
         return self.max_accuracy_drop if self.max_accuracy_drop is not None else MAX_ACCURACY_DROP[self.precision]
 
 
-# Default tolerances per precision, against the fp32 PyTorch model on the same inputs. Provisional values; the
-# export work calibrates them by measurement and documents why each one holds.
+# Default tolerances per precision, against the fp32 PyTorch model (CPU) on the same inputs. Calibrated in
+# docs/export.md ("Tolerances"); compare_outputs checks |candidate - reference| <= atol + rtol * |reference|.
 TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.99999, min_top1_agreement=1.0),
-    "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999, min_top1_agreement=0.98),
-    "int8": Tolerance(atol=0.0, rtol=0.0, min_cosine=0.98, min_top1_agreement=0.95, elementwise=False),
+    # fp32: ONNX Runtime CPU differs from PyTorch by <= 1e-6 of the largest logit (5e-6 at |logit| 7, 4e-5 at 9 on
+    # images) and PyTorch fp32 itself differs from fp64 as much. GPU fp32 with TF32 off (other cuDNN algorithms,
+    # Winograd, split-K) is ~1e-5 relative: atol 1e-3 keeps 2-3x headroom up to |logit| ~ 40 while a wrong constant
+    # (e.g. LRN alpha without the 1/size) moves logits by >= 1e-2. Exact top-1 agreement: bugs flip many.
+    "fp32": Tolerance(atol=1e-3, rtol=1e-4, min_cosine=0.99999, min_top1_agreement=1.0),
+    # fp16: fp16 weights *and* activations with fp32 accumulation (emulated with PyTorch half on CPU; ORT CPU folds the
+    # casts and is closer) give 2-3e-3 of the largest logit (0.026 at |logit| 15); atol 0.1 + rtol 0.02 covers trained
+    # logits up to ~30-40 with 2x headroom. min_cosine 0.999 (measured >= 0.99992) and 95 % top-1 (near-ties may flip)
+    # still fail a NaN, an overflow or a missing fp32 island at once.
+    "fp16": Tolerance(atol=0.1, rtol=0.02, min_cosine=0.999, min_top1_agreement=0.95),
+    # int8 on fixed-seed N(0,1) inputs: a sanity check only. The scales were calibrated on real images, so noise inputs
+    # fall partly outside them (measured cosine 0.98-0.99). A broken quantization gives cosine << 0.9 and chance-level
+    # agreement; judged by the image tolerance below and the accuracy drop.
+    "int8": Tolerance(atol=0.0, rtol=0.0, min_cosine=0.9, min_top1_agreement=0.75, elementwise=False),
 }
 
+# Overrides for real validation images (what int8 is judged by): elementwise bounds are meaningless for int8 logits;
+# top-1 agreement and (separately) the accuracy drop are what a user sees. The cosine is the *worst* image's, which an
+# ambiguous image with near-zero logits drags down, so it only guards against a broken graph (measured 0.83-0.88 on
+# weak random-feature models whose agreement was 86-89 %). Provisional until a trained checkpoint is measured.
+IMAGE_TOLERANCES: dict[str, Tolerance] = {
+    "int8": Tolerance(atol=0.0, rtol=0.0, min_cosine=0.8, min_top1_agreement=0.95, elementwise=False),
+}
 
-# Largest validation-accuracy drop (percentage points, fp32 PyTorch → this ONNX file) that still passes. Provisional.
+# Largest validation-accuracy drop (percentage points, fp32 PyTorch → this ONNX file) that passes; exporter adds one
+# image of slack for small validation sets.
 MAX_ACCURACY_DROP: dict[str, float] = {"fp32": 0.0, "fp16": 0.5, "int8": 1.0}
 
 
-def tolerance_for(precision: str) -> Tolerance:
-    """The default parity tolerance for a precision (fp32, fp16 or int8)."""
-    try:
-        return TOLERANCES[precision]
-    except KeyError:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}") from None
+def tolerance_for(precision: str, inputs: str = "random") -> Tolerance:
+    """The default parity tolerance for a precision (fp32, fp16 or int8) on ``inputs`` ("random" or "images")."""
+    if precision not in TOLERANCES:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if inputs == "images":
+        return IMAGE_TOLERANCES.get(precision, TOLERANCES[precision])
+    return TOLERANCES[precision]
