@@ -68,7 +68,7 @@ def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this folder after its last finished epoch (its saved settings apply; "
                    "--epochs may change the epoch count).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, show_default="12", help="Maximum epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, show_default="15", help="Maximum epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per step.")
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True,
               help="AdamW, or SGD with momentum (the paper's; try --lr 0.005).")
@@ -76,7 +76,7 @@ def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
               help="Initial learning rate.")
 @click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True, help="L2 weight decay.")
-@click.option("--warmup-epochs", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--warmup-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="Linear learning-rate warm-up over the first N epochs.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="Dropout before FC6 and FC7.")
