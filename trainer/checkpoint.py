@@ -7,10 +7,12 @@ optimizer state from ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,43 @@ def _read_meta(weights: Path, header: dict[str, str]) -> dict[str, Any]:
 
 
 # ---- resume state: one folder per finished epoch, switched by an atomically written pointer file ----
+
+class BackgroundSaver:
+    """Writes resume states on a background thread so the next epoch trains meanwhile (2.2 s of a 25 s epoch here).
+
+    ``save`` snapshots the tensors first (the optimizer keeps updating the live ones), waits for the previous write,
+    then starts this one; ``wait`` joins the pending write and re-raises its error. The LATEST pointer moves only
+    after a complete write, so a crash mid-write leaves the previous epoch resumable.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, run_dir: str | os.PathLike, epoch: int, state: dict[str, Any],
+             model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+             best_weights: dict[str, torch.Tensor] | None, best_epoch: int | None = None) -> None:
+        snapshot = ({k: v.detach().to("cpu", copy=True) for k, v in model_state.items()},
+                    copy.deepcopy(optimizer_state))  # deepcopy clones the tensors in the optimizer state
+        self.wait()
+        args = (run_dir, epoch, copy.deepcopy(state), *snapshot, best_weights, best_epoch)
+        self._thread = threading.Thread(target=self._write, args=args, name="resume-state-writer")
+        self._thread.start()
+
+    def _write(self, *args: Any) -> None:
+        try:
+            save_resume_state(*args)
+        except BaseException as e:  # re-raised in the training thread by wait()
+            self._error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise CheckpointError(f"could not save the resume state: {_first_line(error)}") from error
+
 
 def save_resume_state(run_dir: str | os.PathLike, epoch: int, state: dict[str, Any],
                       model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any],

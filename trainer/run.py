@@ -107,16 +107,20 @@ def train(config: TrainConfig, resume: str | Path | None = None, resume_epochs: 
                  "source": split.source, "val_split": config.val_split, "seed": config.seed,
                  "train_images": len(split.train), "val_images": len(split.val),
                  "skipped_bad_images": len(split.bad_files)}}
-    trainer.on_epoch_saved = lambda epoch, logs: _save_epoch(out_dir, trainer, callbacks, history, epoch,
+    saver = ckpt.BackgroundSaver()
+    trainer.on_epoch_saved = lambda epoch, logs: _save_epoch(saver, out_dir, trainer, callbacks, history, epoch,
                                                              split.classes, config)
     try:
         history = trainer.fit(config.epochs, start_epoch, history)
+        saver.wait()
     except KeyboardInterrupt:
         trainer.close()
+        saver.wait()
         _finalize_from_last_epoch(out_dir, history, "interrupted", split.classes, config, meta_base)
         raise TrainingInterrupted(f"interrupted: the last finished epoch ({history.epochs_run}) is saved in {out_dir}; "
                                   f"continue with: train --resume {out_dir}") from None
     except TrainingDivergedError:
+        saver.wait()
         _finalize_from_last_epoch(out_dir, history, "diverged", split.classes, config, meta_base)
         raise
     finally:
@@ -176,14 +180,14 @@ def _history_csv(rows: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
-def _save_epoch(out_dir: Path, trainer: Trainer, callbacks: list, history: History, epoch: int,
-                class_names: list[str], config: TrainConfig) -> None:
+def _save_epoch(saver: ckpt.BackgroundSaver, out_dir: Path, trainer: Trainer, callbacks: list, history: History,
+                epoch: int, class_names: list[str], config: TrainConfig) -> None:
     write_text_atomic(out_dir / "history.csv", _history_csv(history.rows))
     early = callbacks[0]
     state = {"config": config.to_dict(), "class_names": class_names, "history": history.rows,
              "global_step": trainer.global_step, "callbacks": [cb.state_dict() for cb in callbacks]}
-    ckpt.save_resume_state(out_dir, epoch, state, trainer.model.state_dict(), trainer.optimizer.state_dict(),
-                           early.best_weights if early.restore_best_weights else None, early.best_epoch)
+    saver.save(out_dir, epoch, state, trainer.model.state_dict(), trainer.optimizer.state_dict(),
+               early.best_weights if early.restore_best_weights else None, early.best_epoch)
 
 
 def _load_resume(resume: str | Path, epochs: int | None) -> dict[str, Any]:
