@@ -46,6 +46,35 @@ def checkpoint(tmp_path_factory, image_folder) -> Path:
 
 
 @pytest.fixture(scope="session")
+def confident_checkpoint(tmp_path_factory, image_folder) -> Path:
+    """A checkpoint fitted to every image of ``image_folder``, so its validation predictions have a trained model's
+    margins. A random-weight model's top-1/top-2 gaps are smaller than int8 rounding noise (and scaling fc8 scales
+    both), so int8 agreement on it measures luck, not the export."""
+    from trainer.checkpoint import load_checkpoint
+    from trainer.data import ImageListDataset, eval_transform, find_split
+
+    run = make_checkpoint(tmp_path_factory.mktemp("confident"), data=image_folder)
+    ckpt = load_checkpoint(run)
+    split = find_split(image_folder)
+    dataset = ImageListDataset(split.train + split.val, eval_transform(IMAGENET_MEAN, IMAGENET_STD))
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    labels = torch.tensor([label for _, label in dataset.samples])
+    model = ckpt.build_model()
+    model.classifier.drop6.p = model.classifier.drop7.p = 0.0  # fit quickly; dropout is gone at export anyway
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.01:
+            break
+    save_checkpoint(run, model.state_dict(), ckpt.meta)
+    return run
+
+
+@pytest.fixture(scope="session")
 def exported(tmp_path_factory, checkpoint) -> Callable:
     """``exported(precision, **spec_fields)`` → ExportResult, each combination exported once per session."""
     from export.exporter import export_onnx
