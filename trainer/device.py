@@ -90,7 +90,8 @@ def tune_allocator() -> bool:
     return ok
 
 
-def default_workers() -> int:
-    """DataLoader workers: decoding + augmentation costs ~1.5 ms per image per core, so one worker per two cores
-    keeps up with training while leaving the compute threads their cores."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+def default_workers(processes: int = 1) -> int:
+    """DataLoader workers per training process: decoding + augmentation costs ~1.5 ms per image per core, so one
+    worker per two cores keeps up with training while leaving the compute threads their cores. ``processes``
+    training processes on this machine (data-parallel) share the cores."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2 // processes))

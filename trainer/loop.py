@@ -16,7 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from trainer import distributed
 from trainer.data import IMAGENET_MEAN, IMAGENET_STD, EpochSampler, normalize_batch
+from trainer.distributed import DistContext
 from trainer.errors import TrainingDivergedError
 
 log = logging.getLogger(__name__)
@@ -59,14 +61,21 @@ class Trainer:
     Callbacks see ``self.model``, ``self.optimizer`` and may set ``self.stop_training``. ``on_epoch_saved`` (if given)
     is called after each finished epoch, after the callbacks, with ``(epoch, logs)``; the run orchestrator uses it
     to write checkpoints.
+
+    With an active ``dist`` context each process trains on its share of every epoch (see EpochSampler) through
+    DistributedDataParallel, and the logs are summed over the ranks first: every rank sees the same numbers, so the
+    callbacks take the same decisions everywhere. ``self.model`` stays the bare module.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, train_set: Dataset, val_set: Dataset, *,
                  batch_size: int, device: torch.device, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, amp_dtype: torch.dtype | None = None, seed: int = 0,
                  workers: int = 1, callbacks: Sequence[Any] = (), warmup_steps: int = 0,
-                 show_progress: bool = True, on_epoch_saved: Callable[[int, dict], None] | None = None) -> None:
+                 show_progress: bool = True, on_epoch_saved: Callable[[int, dict], None] | None = None,
+                 dist: DistContext = DistContext()) -> None:
         self.model = model
+        self.dist = dist
+        self.train_model = distributed.wrap(model, dist)  # the forward that syncs gradients; evaluation needs none
         self.optimizer = optimizer
         self.train_set, self.val_set = train_set, val_set
         self.batch_size, self.device, self.amp_dtype = batch_size, device, amp_dtype
@@ -77,7 +86,7 @@ class Trainer:
         self.on_epoch_saved = on_epoch_saved
         self.stop_training = False
         self.global_step = 0
-        self.num_replicas, self.rank = 1, 0
+        self.num_replicas, self.rank = dist.world_size, dist.rank
         self._loaders: dict[int, DataLoader] = {}
         # fp16 needs loss scaling; bf16 has fp32's exponent range and does not.
         self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -138,8 +147,9 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def train_one_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
-        self.model.train()
-        torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks, reproducible per epoch
+        self.train_model.train()
+        # Dropout masks, reproducible per epoch; each rank draws its own, and rank 0 those of a lone process.
+        torch.manual_seed(self.seed * 1_000_003 + epoch + self.rank * 1_000_000_007)
         loader = self._loader(self.train_set, shuffle=True, epoch=epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -156,9 +166,11 @@ class Trainer:
                 labels = labels.to(self.device, non_blocking=True)
                 self._warmup_lr()
                 loss, logits = self._step(images, labels)
-                if not math.isfinite(loss.item()):
+                # Checked on the sum over the ranks, so that all of them stop at the same step, none left waiting.
+                loss_all = distributed.all_reduce_sum(loss.detach().clone(), self.dist).item()
+                if not math.isfinite(loss_all):
                     raise TrainingDivergedError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training stopped. "
+                        f"the loss became {loss_all} at epoch {epoch + 1}, step {step + 1}: training stopped. "
                         "The last finished epoch's checkpoint is kept; try a lower --lr.")
                 loss_sum += loss.detach().double() * labels.numel()
                 correct += (logits.argmax(1) == labels).sum()
@@ -166,10 +178,18 @@ class Trainer:
                 self.global_step += 1
                 bar.update()
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}")
+        loss_total, correct_total, seen = self._sum_over_ranks(loss_sum, correct, seen)
         elapsed = time.perf_counter() - start
         self.last_epoch_timing = {"seconds": elapsed, "images": seen, "data_wait_s": wait_s}
         log.debug("epoch %d: %.1f img/s, data wait %.1f%%", epoch + 1, seen / elapsed, 100 * wait_s / elapsed)
-        return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen}
+        return {"loss": loss_total / seen, "accuracy": correct_total / seen}
+
+    def _sum_over_ranks(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, int, int]:
+        """(loss sum, correct, images) over all ranks, in one reduction; this rank's own when training alone."""
+        totals = torch.stack([loss_sum.double(), correct.double(),
+                              torch.tensor(float(seen), dtype=torch.float64, device=self.device)])
+        loss_total, correct_total, seen_total = distributed.all_reduce_sum(totals, self.dist).tolist()
+        return loss_total, int(correct_total), int(seen_total)
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 batch from the loader → normalised float32 on the device, channels_last (see to_training_layout)."""
@@ -179,7 +199,7 @@ class Trainer:
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            logits = self.model(images)
+            logits = self.train_model(images)
         loss = F.cross_entropy(logits.float(), labels)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -199,14 +219,20 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
-        """Loss and top-1 accuracy on ``dataset`` (default: the validation set), deterministic."""
+        """Loss and top-1 accuracy on ``dataset`` (default: the validation set), deterministic.
+
+        With several ranks each evaluates its share (every image once) and the sums are combined.
+        """
         self.model.eval()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
         for images, labels in self._loader(dataset or self.val_set, shuffle=False, epoch=0):
             images, labels = self._to_device(images), labels.to(self.device)
             with self._autocast():
                 logits = self.model(images)
-            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-            correct += int((logits.argmax(1) == labels).sum())
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+            correct += (logits.argmax(1) == labels).sum()
             seen += labels.numel()
-        return {"val_loss": loss_sum / seen, "val_accuracy": correct / seen}
+        loss_total, correct_total, seen = self._sum_over_ranks(loss_sum, correct, seen)
+        return {"val_loss": loss_total / seen, "val_accuracy": correct_total / seen}

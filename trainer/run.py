@@ -14,10 +14,12 @@ import torch
 from tqdm import tqdm
 
 from trainer import checkpoint as ckpt
+from trainer import distributed
 from trainer.callbacks import EarlyStopping, ReduceLROnPlateau
 from trainer.config import TrainConfig
 from trainer.data import ImageListDataset, SplitData, eval_transform_uint8, find_split, train_transform
-from trainer.device import default_workers, resolve_amp, resolve_device, tune_allocator
+from trainer.device import default_workers, resolve_amp, tune_allocator
+from trainer.distributed import DistContext
 from trainer.errors import CheckpointError, ToolkitError, TrainingDivergedError
 from trainer.fileio import write_text_atomic
 from trainer.loop import METRICS, History, Trainer, to_training_layout
@@ -68,6 +70,10 @@ def train(config: TrainConfig, resume: str | Path | None = None, resume_epochs: 
 
     When resuming, the run's saved configuration applies; ``resume_epochs`` changes only its epoch count.
 
+    Under torchrun every process calls this (data-parallel): each trains on its share of every epoch with
+    ``config.batch_size`` images per step, so a step covers ``batch_size × processes`` images. Rank 0 alone reads
+    the image folder, shows progress and writes the run folder; every rank returns the same result.
+
     Raises:
         DataError, CheckpointError, TrainingDivergedError, TrainingInterrupted: with a user-facing message.
     """
@@ -75,28 +81,49 @@ def train(config: TrainConfig, resume: str | Path | None = None, resume_epochs: 
     resumed = _load_resume(resume, resume_epochs) if resume is not None else None
     if resumed is not None:
         config = resumed["config"]
-    device = resolve_device(config.device)
+    dist_ctx, device = distributed.init(config.device)
+    try:
+        return _train(config, resume, resumed, device, dist_ctx, show_progress and dist_ctx.is_main)
+    finally:
+        distributed.shutdown(dist_ctx)
+
+
+def _prepare_run(config: TrainConfig, resume: str | Path | None,
+                 show_progress: bool) -> tuple[SplitData, Path, bool, Path]:
+    """Scan the data and create the run folder: done once (on rank 0), as the folder's name holds the time.
+
+    Returns:
+        The split, the data folder, whether it is the built-in data, and the run folder.
+    """
+    split, data_dir, built_in = load_split(config, show_progress)
+    out_dir = Path(resume) if resume is not None else Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return split, data_dir, built_in, out_dir
+
+
+def _train(config: TrainConfig, resume: str | Path | None, resumed: dict[str, Any] | None, device: torch.device,
+           dist_ctx: DistContext, show_progress: bool) -> TrainResult:
     amp_dtype = resolve_amp(config.amp, device)
     callbacks = _make_callbacks(config)  # bad callback settings fail before any data is read
-    split, data_dir, built_in = load_split(config, show_progress)
+    split, data_dir, built_in, out_dir = distributed.run_on_main(
+        lambda: _prepare_run(config, resume, show_progress), dist_ctx)
     if resumed is not None and resumed["state"]["class_names"] != split.classes:
         raise CheckpointError(f"the classes in {data_dir} changed since the run in {resume} started")
     config = dataclasses.replace(config, num_classes=len(split.classes))
-    out_dir = Path(resume) if resume is not None else Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     log.info("data: %s (%s): %d train / %d val images, %d classes", data_dir, split.source, len(split.train),
              len(split.val), len(split.classes))
 
     torch.manual_seed(config.seed)
     model = to_training_layout(AlexNet(len(split.classes), config.dropout), device)
     optimizer = make_optimizer(config, model)
-    workers = config.workers if config.workers >= 0 else default_workers()
+    workers = config.workers if config.workers >= 0 else default_workers(dist_ctx.local_world_size)
+    per_rank = -(-len(split.train) // dist_ctx.world_size)  # EpochSampler pads every rank's share to this
     trainer = Trainer(model, optimizer,
                       ImageListDataset(split.train, train_transform(config.augment), seed=config.seed),
                       ImageListDataset(split.val, eval_transform_uint8()), mean=config.mean, std=config.std,
                       batch_size=config.batch_size, device=device, amp_dtype=amp_dtype, seed=config.seed,
                       workers=workers, callbacks=callbacks, show_progress=show_progress,
-                      warmup_steps=config.warmup_epochs * -(-len(split.train) // config.batch_size))
+                      warmup_steps=config.warmup_epochs * -(-per_rank // config.batch_size), dist=dist_ctx)
     for cb in callbacks:
         cb.on_train_begin()
     history, start_epoch = History(), 0
@@ -106,22 +133,29 @@ def train(config: TrainConfig, resume: str | Path | None = None, resume_epochs: 
     meta_base = {"config": config.to_dict(), "data": {"path": str(data_dir), "built_in": built_in,
                  "source": split.source, "val_split": config.val_split, "seed": config.seed,
                  "train_images": len(split.train), "val_images": len(split.val),
-                 "skipped_bad_images": len(split.bad_files)}}
+                 "skipped_bad_images": len(split.bad_files)},
+                 "distributed": {"world_size": dist_ctx.world_size,
+                                 "global_batch_size": config.batch_size * dist_ctx.world_size}}
     saver = ckpt.BackgroundSaver()
-    trainer.on_epoch_saved = lambda epoch, logs: _save_epoch(saver, out_dir, trainer, callbacks, history, epoch,
-                                                             split.classes, config)
+    if dist_ctx.is_main:  # one writer: every rank holds the same weights and logs
+        trainer.on_epoch_saved = lambda epoch, logs: _save_epoch(saver, out_dir, trainer, callbacks, history, epoch,
+                                                                 split.classes, config)
     try:
         history = trainer.fit(config.epochs, start_epoch, history)
         saver.wait()
     except KeyboardInterrupt:
         trainer.close()
         saver.wait()
-        _finalize_from_last_epoch(out_dir, history, "interrupted", split.classes, config, meta_base)
-        raise TrainingInterrupted(f"interrupted: the last finished epoch ({history.epochs_run}) is saved in {out_dir}; "
+        saved = (_finalize_from_last_epoch(out_dir, history, "interrupted", split.classes, config, meta_base)
+                 if dist_ctx.is_main else history.epochs_run)
+        if not saved:
+            raise TrainingInterrupted("interrupted before the first epoch finished: nothing was saved") from None
+        raise TrainingInterrupted(f"interrupted: the last finished epoch ({saved}) is saved in {out_dir}; "
                                   f"continue with: train --resume {out_dir}") from None
     except TrainingDivergedError:
         saver.wait()
-        _finalize_from_last_epoch(out_dir, history, "diverged", split.classes, config, meta_base)
+        if dist_ctx.is_main:
+            _finalize_from_last_epoch(out_dir, history, "diverged", split.classes, config, meta_base)
         raise
     finally:
         trainer.close()
@@ -135,7 +169,10 @@ def train(config: TrainConfig, resume: str | Path | None = None, resume_epochs: 
         history.stop_reason = f"reached --epochs {config.epochs}"
     meta = _final_meta(history, split.classes, config, meta_base, "finished", early.best_epoch,
                        restored=early.restore_best_weights and early.best_weights is not None)
-    weights = ckpt.save_checkpoint(out_dir, model.state_dict(), meta)
+    weights = out_dir / ckpt.WEIGHTS_NAME
+    if dist_ctx.is_main:
+        ckpt.save_checkpoint(out_dir, model.state_dict(), meta)
+    distributed.barrier(dist_ctx)  # the other ranks return once the checkpoint they name exists
     return TrainResult(out_dir, history, meta["best_epoch"], weights, meta)
 
 
@@ -227,15 +264,20 @@ def _final_meta(history: History, class_names: list[str], config: TrainConfig, m
 
 
 def _finalize_from_last_epoch(out_dir: Path, history: History, status: str, class_names: list[str],
-                              config: TrainConfig, meta_base: dict[str, Any]) -> None:
-    """After Ctrl-C or divergence: publish the last finished epoch's weights (or the best ones) as the model."""
+                              config: TrainConfig, meta_base: dict[str, Any]) -> int:
+    """After Ctrl-C or divergence: publish the last saved epoch's weights (or the best ones) as the model.
+
+    Returns how many epochs the published state holds (the in-memory history can be one ahead when the interrupt
+    landed while that epoch was being saved).
+    """
     try:
         state, model_state, _, best = ckpt.load_resume_state(out_dir)
     except CheckpointError:
-        return  # not even one epoch finished: there is nothing worth publishing
+        return 0  # not even one epoch finished: there is nothing worth publishing
     history.stop_reason = status
     best_epoch = next((s.get("best_epoch") for s in state["callbacks"] if "best_epoch" in s), None)
     weights = best if best is not None else model_state
     meta = _final_meta(History(rows=list(state["history"]), stop_reason=status), class_names, config, meta_base,
                        status, best_epoch, restored=best is not None)
     ckpt.save_checkpoint(out_dir, weights, meta)
+    return len(state["history"])
