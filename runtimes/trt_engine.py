@@ -112,6 +112,25 @@ def lookup_engine(cache_dir: str | os.PathLike, expected: dict[str, Any]) -> Pat
     return engine
 
 
+def find_engines(cache_dir: str | os.PathLike, onnx_sha256: str) -> list[tuple[Path, dict[str, Any]]]:
+    """Every intact cached plan built from the ONNX file with ``onnx_sha256`` (any GPU, TensorRT, profile or flags),
+    with its manifest, newest first. Used to place an existing engine in a Triton repository without TensorRT."""
+    found = []
+    for manifest_path in Path(cache_dir).glob(f"{onnx_sha256[:12]}-*.json"):
+        engine = manifest_path.with_suffix(".engine")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if manifest.get("onnx_sha256") != onnx_sha256 or not engine.is_file():
+            continue
+        if manifest.get("engine_sha256") != sha256_file(engine):
+            log.warning("engine cache: %s differs from its manifest (truncated or replaced); ignored", engine)
+            continue
+        found.append((engine, manifest))
+    return sorted(found, key=lambda item: item[0].stat().st_mtime, reverse=True)
+
+
 def store_engine(cache_dir: str | os.PathLike, manifest: dict[str, Any], plan: bytes) -> Path:
     """Write the plan and its manifest (the manifest last, each atomically) and return the plan's path."""
     engine, manifest_path = cache_paths(cache_dir, manifest)
