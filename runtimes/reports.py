@@ -85,6 +85,9 @@ class BenchResult:
     vs_reference: float | None = None        # throughput ÷ the ratio baseline's at this batch size
     interrupted: bool = False
     warnings: tuple[str, ...] = ()
+    # Per-iteration host latencies behind ``latency_ms`` (for distribution plots); kept out of to_dict() so bench
+    # JSON keeps its size and shape.
+    samples_ms: tuple[float, ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "precision": self.precision, "batch_size": self.batch_size,

@@ -188,7 +188,8 @@ def _result(rt: Runtime, m: Measurement, parity: RuntimeParity, config: BenchCon
     return BenchResult(rt.name, rt.precision, m.batch_size, rt.device, host, dev,
                        m.batch_size * 1e3 / host.mean if host and host.mean > 0 else 0.0,
                        m.batch_size * 1e3 / dev.mean if dev and dev.mean > 0 else None,
-                       m.warmup_iters, m.first_call_ms, parity, interrupted=m.interrupted, warnings=tuple(warnings))
+                       m.warmup_iters, m.first_call_ms, parity, interrupted=m.interrupted, warnings=tuple(warnings),
+                       samples_ms=m.host_ms)
 
 
 def _report(onnx_path, info: OnnxInfo, env: dict[str, Any], state: _State) -> BenchReport:
