@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) cli.py train --out $(DEMO_OUT)
+	$(PY) cli.py pipeline --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

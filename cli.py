@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import click
+
+from runtimes.registry import RUNTIME_NAMES  # names only: the adapters are imported on first use
 
 # Exit codes: 0 ok, 1 a ToolkitError (bad input, failed check), 2 bad usage (click), 3 runtime unavailable, 130 Ctrl-C.
 EXIT_UNAVAILABLE = 3
@@ -39,7 +42,8 @@ class ToolkitGroup(click.Group):
             code = getattr(e, "exit_code", 1)
             if type(e).__name__ == "TrainingInterrupted":
                 code = EXIT_INTERRUPTED
-            click.echo(f"Error: {e}", err=True)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: one message is enough
+                click.echo(f"Error: {e}", err=True)
             ctx.exit(code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
@@ -60,83 +64,95 @@ def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     ctx.obj = {"progress": not quiet and sys.stderr.isatty() or bool(verbose)}
 
 
-@main.command()
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="Image folder DIR/<class>/<image> (or DIR/train + DIR/val). Default: the built-in shapes data, "
-                   "generated once and cached.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder. Default: runs/<timestamp>.")
-@click.option("--resume", type=click.Path(path_type=Path), default=None,
-              help="Continue the run in this folder after its last finished epoch (its saved settings apply; "
-                   "--epochs may change the epoch count).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, show_default="15", help="Maximum epochs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per step.")
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True,
-              help="AdamW, or SGD with momentum (the paper's; try --lr 0.005).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
-              help="Initial learning rate.")
-@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True, help="L2 weight decay.")
-@click.option("--warmup-epochs", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Linear learning-rate warm-up over the first N epochs.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
-              help="Dropout before FC6 and FC7.")
-@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              show_default=True, help="Per-class validation share when DIR has no train/ and val/ folders.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, init, order and dropout.")
-@click.option("--skip-bad-images", is_flag=True, help="Skip unreadable image files (and report how many) "
-                                                      "instead of failing.")
-@click.option("--no-augment", is_flag=True, help="Turn all augmentation off.")
-@click.option("--rotation", type=click.FloatRange(min=0, max=180), default=15.0, show_default=True,
-              help="Random rotation range in degrees (±).")
-@click.option("--zoom", callback=_floats(2), default="0.8,1.2", show_default=True,
-              help="Random rescale range MIN,MAX (<1 zooms out, >1 zooms in).")
-@click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flip.")
-@click.option("--vflip/--no-vflip", default=True, show_default=True, help="Random vertical flip.")
-@click.option("--mean", callback=_floats(3), default=None, help="Normalisation mean R,G,B. Default: ImageNet's.")
-@click.option("--std", callback=_floats(3), default=None, help="Normalisation std R,G,B. Default: ImageNet's.")
-@click.option("--es-monitor", default="val_loss", show_default=True, help="EarlyStopping: metric to monitor.")
-@click.option("--es-patience", type=click.IntRange(min=0), default=10, show_default=True,
-              help="EarlyStopping: epochs without improvement before stopping.")
-@click.option("--es-min-delta", type=float, default=0.0, show_default=True,
-              help="EarlyStopping: smallest absolute change that counts as an improvement.")
-@click.option("--es-mode", type=click.Choice(["auto", "min", "max"]), default="auto", show_default=True,
-              help="EarlyStopping: direction of improvement.")
-@click.option("--es-baseline", type=float, default=None, help="EarlyStopping: value the monitor must beat.")
-@click.option("--es-start-from-epoch", type=click.IntRange(min=0), default=0, show_default=True,
-              help="EarlyStopping: epochs to wait before monitoring.")
-@click.option("--restore-best-weights/--no-restore-best-weights", default=True, show_default=True,
-              help="EarlyStopping: finish with the best epoch's weights.")
-@click.option("--rlr-monitor", default="val_accuracy", show_default=True, help="ReduceLROnPlateau: metric to monitor.")
-@click.option("--rlr-factor", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
-              show_default=True, help="ReduceLROnPlateau: lr multiplier.")
-@click.option("--rlr-patience", type=click.IntRange(min=0), default=2, show_default=True,
-              help="ReduceLROnPlateau: epochs without improvement before reducing.")
-@click.option("--rlr-min-lr", type=click.FloatRange(min=0), default=1e-5, show_default=True,
-              help="ReduceLROnPlateau: lower bound on the lr.")
-@click.option("--rlr-min-delta", type=float, default=1e-4, show_default=True,
-              help="ReduceLROnPlateau: smallest absolute change that counts as an improvement.")
-@click.option("--rlr-cooldown", type=click.IntRange(min=0), default=0, show_default=True,
-              help="ReduceLROnPlateau: epochs to wait after a reduction.")
-@click.option("--rlr-mode", type=click.Choice(["auto", "min", "max"]), default="auto", show_default=True,
-              help="ReduceLROnPlateau: direction of improvement.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True,
-              help="Mixed precision: auto = bf16 on CPUs with native bf16 and on CUDA (fp16 where bf16 is missing).")
-@click.option("--workers", type=click.IntRange(min=-1), default=-1, show_default=True,
-              help="Data-loading processes (-1: one per two cores, 0: in the training process).")
-@click.pass_obj
-def train(obj: dict, **opts) -> None:
-    """Train AlexNet on an image folder (default: the built-in shapes data)."""
+# ---- train (its options are shared with pipeline) ----
+
+_DATA_OPTION = click.option(
+    "--data", type=click.Path(path_type=Path), default=None,
+    help="Image folder DIR/<class>/<image> (or DIR/train + DIR/val). Default: the built-in shapes data, generated "
+         "once and cached.")
+_TRAIN_OPTIONS = (
+    click.option("--epochs", type=click.IntRange(min=1), default=None, show_default="15", help="Maximum epochs."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per step."),
+    click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True,
+                 help="AdamW, or SGD with momentum (the paper's; try --lr 0.005)."),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+                 help="Initial learning rate."),
+    click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True, help="SGD momentum."),
+    click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True,
+                 help="L2 weight decay."),
+    click.option("--warmup-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="Linear learning-rate warm-up over the first N epochs."),
+    click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
+                 help="Dropout before FC6 and FC7."),
+    click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+                 show_default=True, help="Per-class validation share when DIR has no train/ and val/ folders."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, init, order and dropout."),
+    click.option("--skip-bad-images", is_flag=True, help="Skip unreadable image files (and report how many) "
+                                                         "instead of failing."),
+    click.option("--no-augment", is_flag=True, help="Turn all augmentation off."),
+    click.option("--rotation", type=click.FloatRange(min=0, max=180), default=15.0, show_default=True,
+                 help="Random rotation range in degrees (±)."),
+    click.option("--zoom", callback=_floats(2), default="0.8,1.2", show_default=True,
+                 help="Random rescale range MIN,MAX (<1 zooms out, >1 zooms in)."),
+    click.option("--hflip/--no-hflip", default=True, show_default=True, help="Random horizontal flip."),
+    click.option("--vflip/--no-vflip", default=True, show_default=True, help="Random vertical flip."),
+    click.option("--mean", callback=_floats(3), default=None, help="Normalisation mean R,G,B. Default: ImageNet's."),
+    click.option("--std", callback=_floats(3), default=None, help="Normalisation std R,G,B. Default: ImageNet's."),
+    click.option("--es-monitor", default="val_loss", show_default=True, help="EarlyStopping: metric to monitor."),
+    click.option("--es-patience", type=click.IntRange(min=0), default=10, show_default=True,
+                 help="EarlyStopping: epochs without improvement before stopping."),
+    click.option("--es-min-delta", type=float, default=0.0, show_default=True,
+                 help="EarlyStopping: smallest absolute change that counts as an improvement."),
+    click.option("--es-mode", type=click.Choice(["auto", "min", "max"]), default="auto", show_default=True,
+                 help="EarlyStopping: direction of improvement."),
+    click.option("--es-baseline", type=float, default=None, help="EarlyStopping: value the monitor must beat."),
+    click.option("--es-start-from-epoch", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="EarlyStopping: epochs to wait before monitoring."),
+    click.option("--restore-best-weights/--no-restore-best-weights", default=True, show_default=True,
+                 help="EarlyStopping: finish with the best epoch's weights."),
+    click.option("--rlr-monitor", default="val_accuracy", show_default=True,
+                 help="ReduceLROnPlateau: metric to monitor."),
+    click.option("--rlr-factor", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+                 show_default=True, help="ReduceLROnPlateau: lr multiplier."),
+    click.option("--rlr-patience", type=click.IntRange(min=0), default=2, show_default=True,
+                 help="ReduceLROnPlateau: epochs without improvement before reducing."),
+    click.option("--rlr-min-lr", type=click.FloatRange(min=0), default=1e-5, show_default=True,
+                 help="ReduceLROnPlateau: lower bound on the lr."),
+    click.option("--rlr-min-delta", type=float, default=1e-4, show_default=True,
+                 help="ReduceLROnPlateau: smallest absolute change that counts as an improvement."),
+    click.option("--rlr-cooldown", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="ReduceLROnPlateau: epochs to wait after a reduction."),
+    click.option("--rlr-mode", type=click.Choice(["auto", "min", "max"]), default="auto", show_default=True,
+                 help="ReduceLROnPlateau: direction of improvement."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True,
+                 help="Mixed precision: auto = bf16 on CPUs with native bf16 and on CUDA (fp16 where bf16 is "
+                      "missing)."),
+    click.option("--workers", type=click.IntRange(min=-1), default=-1, show_default=True,
+                 help="Data-loading processes (-1: one per two cores, 0: in the training process)."),
+)
+
+
+def _train_options(*after_data):
+    """Decorate a command with --data, then ``after_data``, then every other training option (train, pipeline)."""
+    def decorate(f):
+        for option in reversed((_DATA_OPTION, *after_data, *_TRAIN_OPTIONS)):
+            f = option(f)
+        return f
+    return decorate
+
+
+def _train_config(opts: dict, out: Path | None = None):
+    """The TrainConfig that the training options in ``opts`` describe (``out``: the run folder)."""
     from trainer.config import EarlyStoppingConfig, ReduceLRConfig, TrainConfig
     from trainer.data import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
-    from trainer.run import train as run_training
 
     augment = AugmentConfig(enabled=not opts["no_augment"], rotation_deg=opts["rotation"], zoom=opts["zoom"],
                             hflip=opts["hflip"], vflip=opts["vflip"])
     if augment.zoom[0] <= 0 or augment.zoom[0] > augment.zoom[1]:
         raise click.BadParameter("--zoom needs 0 < MIN <= MAX", param_hint="--zoom")
-    config = TrainConfig(
-        data=str(opts["data"]) if opts["data"] else None, out=str(opts["out"]) if opts["out"] else None,
+    return TrainConfig(
+        data=str(opts["data"]) if opts["data"] else None, out=str(out) if out else None,
         epochs=opts["epochs"] or TrainConfig.epochs, batch_size=opts["batch_size"], optimizer=opts["optimizer"],
         lr=opts["lr"], momentum=opts["momentum"], weight_decay=opts["weight_decay"],
         warmup_epochs=opts["warmup_epochs"], dropout=opts["dropout"], val_split=opts["val_split"],
@@ -151,9 +167,41 @@ def train(obj: dict, **opts) -> None:
             min_lr=opts["rlr_min_lr"], min_delta=opts["rlr_min_delta"], cooldown=opts["rlr_cooldown"],
             mode=opts["rlr_mode"]),
         device=opts["device"], amp=opts["amp"], workers=opts["workers"])
+
+
+@main.command()
+@_train_options(
+    click.option("--out", type=click.Path(path_type=Path), default=None,
+                 help="Run folder. Default: runs/<timestamp>."),
+    click.option("--resume", type=click.Path(path_type=Path), default=None,
+                 help="Continue the run in this folder after its last finished epoch (its saved settings apply; "
+                      "--epochs may change the epoch count)."),
+    click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Data-parallel processes on this machine, one per GPU (or on the CPU with --device cpu), "
+                      "started through torchrun; --batch-size is then per process. For several machines, start "
+                      "'torchrun ... cli.py train' yourself."))
+@click.pass_obj
+def train(obj: dict, **opts) -> None:
+    """Train AlexNet on an image folder (default: the built-in shapes data)."""
+    from trainer import distributed
+    from trainer.run import train as run_training
+
+    nproc, launch = opts["nproc_per_node"], distributed.env_context()
+    if nproc > 1 and not distributed.launched():  # this very command line, once per process, under torchrun
+        distributed.launch(nproc, sys.argv)
+        return
+    if distributed.launched() and nproc > 1 and nproc != launch.local_world_size:
+        raise click.BadParameter(f"torchrun started {launch.local_world_size} processes on this machine",
+                                 param_hint="--nproc-per-node")
+    if not launch.is_main:  # rank 0 speaks for the run; the others would repeat its logs and bars
+        logging.getLogger().setLevel(logging.WARNING)
+        obj["progress"] = False
+    config = _train_config(opts, opts["out"])
     if opts["resume"] is not None and not opts["resume"].is_dir():
         raise click.BadParameter(f"run folder not found: {opts['resume']}", param_hint="--resume")
     result = run_training(config, resume=opts["resume"], resume_epochs=opts["epochs"], show_progress=obj["progress"])
+    if not launch.is_main:
+        return
     meta = result.meta
     best = meta.get("metrics", {})
     click.echo(f"Trained {meta['epochs_run']} epoch(s): {meta['stop_reason']}.")
@@ -221,7 +269,7 @@ def _bench_progress(enabled: bool):
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--runtime", type=click.Choice(["all", "tensorrt", "onnxruntime-cuda", "onnxruntime", "torch"]),
+@click.option("--runtime", type=click.Choice(["all", *RUNTIME_NAMES]),
               default="all", show_default=True,
               help="Runtime to benchmark; 'all' runs every available one (unavailable ones are listed as skipped) "
                    "and compares throughput with the reference.")
@@ -281,7 +329,6 @@ def bench(ctx: click.Context, model: Path, runtime: str, batch_sizes: tuple[int,
     import json
 
     from runtimes.bench import BenchConfig
-    from runtimes.registry import RUNTIME_NAMES
     from runtimes.render import render_markdown, render_text
     from runtimes.suite import RuntimeOptions, SuiteConfig, run_bench
 
@@ -371,10 +418,16 @@ def _export_table(reports, accuracy: dict | None) -> list[str]:
               help="When parity fails, keep the file as <name>.failed.onnx for debugging.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the export report as JSON.")
+@click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also place the exported file in this Triton model repository (as the triton command does, with "
+                   "its defaults).")
+@click.option("--triton-name", default=None,
+              help="Triton model name. Default: alexnet (alexnet_fp16, alexnet_int8) by --precision.")
 @click.pass_obj
 def export(obj: dict, run: Path, output: Path | None, precision: str, opset: int, batch: int | None, lrn: str,
            calibration_data: Path | None, calibration_images: int, parity_images: int, atol: float | None,
-           rtol: float | None, keep_failed: bool, json_path: Path | None) -> None:
+           rtol: float | None, keep_failed: bool, json_path: Path | None, triton_repo: Path | None,
+           triton_name: str | None) -> None:
     """Export a checkpoint (run folder or .safetensors) to a validated, parity-checked ONNX model.
 
     The file is written only when the ONNX checker, strict shape inference and parity with the PyTorch model (on
@@ -394,6 +447,11 @@ def export(obj: dict, run: Path, output: Path | None, precision: str, opset: int
                                         rtol=base.rtol if rtol is None else rtol, elementwise=True)
     spec = ExportSpec(precision=precision, opset=opset, batch=batch, lrn=lrn, tolerance=tolerance)
     output = output or _export_default_output(run, precision)
+    if triton_repo is not None:  # refuse an occupied model folder now, not after a minute of export
+        from export.triton import check_free
+        from export.triton_config import model_name
+
+        check_free(triton_repo, [model_name(triton_name, precision)])
     progress = (lambda text: click.echo(f"[export] {text}", err=True)) if obj["progress"] else None
     try:
         result = export_onnx(run, output, spec, calibration_data=calibration_data,
@@ -412,6 +470,263 @@ def export(obj: dict, run: Path, output: Path | None, precision: str, opset: int
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         click.echo(f"Wrote {json_path}")
+    if triton_repo is not None:
+        from export.triton import write_triton_repository
+        from export.triton_config import TritonOptions
+
+        options = TritonOptions(name=triton_name)
+        _echo_triton(write_triton_repository(result.path, triton_repo, options,
+                                             _triton_plan(result.path, None, None)))
+
+
+# ---- pipeline ----
+
+
+
+def _list_option(choices: tuple[str, ...], allow_all: bool):
+    """A click callback parsing ``a,b`` (or ``all``) into a tuple of distinct ``choices``, in the given order."""
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if allow_all and items == ["all"]:
+            return choices
+        unknown = [v for v in items if v not in choices]
+        valid = ", ".join(choices) + (" (or all)" if allow_all else "")
+        if unknown or not items:
+            raise click.BadParameter(f"expected a comma-separated list of {valid}; got {value!r}")
+        if len(set(items)) != len(items):
+            raise click.BadParameter(f"{value!r} names a value twice")
+        return tuple(items)
+    return parse
+
+
+def _ignored_train_options(ctx: click.Context) -> list[str]:
+    """Training options typed on the command line, which --checkpoint makes moot (--device also picks the torch
+    runtime's device, so it still counts)."""
+    from click.core import ParameterSource
+
+    train_names = {p.name for p in train.params} - {"out", "resume", "device"}
+    return [p.opts[0] for p in ctx.command.params if p.name in train_names
+            and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Pipeline folder: train/ (the run), onnx/ (one file per precision), report/ (report.md, "
+                   "report.json, plots). Default: runs/<timestamp>.")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Skip training and use this run folder (or .safetensors); its recorded validation split gives "
+                   "the task-parity images.")
+@click.option("--runtimes", default="all", show_default=True, callback=_list_option(RUNTIME_NAMES, allow_all=True),
+              help=f"Comma-separated runtimes ({', '.join(RUNTIME_NAMES)}) or all. Ones that cannot run here are "
+                   "reported as skipped.")
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True,
+              callback=_list_option(_EXPORT_PRECISIONS, allow_all=False),
+              help="Comma-separated precisions to export, bench and check.")
+@click.option("--batch-sizes", default="1,32", show_default=True, callback=_batch_sizes_option,
+              help="Bench batch sizes (latency.png uses the smallest).")
+@click.option("--warmup", default="0.3s", show_default=True, callback=_warmup_option,
+              help="Warm-up per runtime, precision and batch size: N iterations or a duration such as 1s.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Timed seconds per runtime, precision and batch size (at least 5 iterations).")
+@click.option("--task-images", type=click.IntRange(min=1), default=None,
+              help="Validation images for task-level parity (top-1, agreement). Default: the whole split.")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=128, show_default=True,
+              help="int8: calibration images (from the training images).")
+@click.option("--parity-samples", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Fixed-seed random inputs each runtime is compared on (the validation images are compared too).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch and ONNX Runtime in the bench. Default: the cores this process may use.")
+@_train_options()
+@click.pass_context
+def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runtimes: tuple[str, ...],
+             precisions: tuple[str, ...], batch_sizes: tuple[int, ...], warmup: tuple[int, float], duration: float,
+             task_images: int | None, calibration_images: int, parity_samples: int, threads: int | None,
+             **train_opts) -> None:
+    """Train, export each precision, bench and check every runtime, and write one deployment report.
+
+    Writes OUT/train/ (the run), OUT/onnx/model.<precision>.onnx and OUT/report/ (report.md, report.json,
+    training.png, latency.png, throughput.png, bench.<precision>.json). The report is written whatever happens.
+
+    Exit codes: 0 ok, 1 an export, parity check or runtime failed (after the report), 2 bad usage, 3 none of the
+    requested runtimes can run here, 130 interrupted (the report holds what finished).
+    """
+    from runtimes.bench import BenchConfig
+    from runtimes.factory import RuntimeOptions
+    from runtimes.pipeline import PipelineConfig, PipelineProgress, run_pipeline
+    from runtimes.pipeline_report import render_text
+
+    train_config = _train_config(train_opts)
+    if checkpoint is not None and (ignored := _ignored_train_options(ctx)):
+        click.echo(f"Warning: --checkpoint skips training; ignoring {', '.join(ignored)}.", err=True)
+    config = PipelineConfig(
+        train=train_config, checkpoint=str(checkpoint) if checkpoint else None, out=str(out) if out else None,
+        runtimes=runtimes, precisions=precisions, batch_sizes=batch_sizes,
+        bench=BenchConfig(warmup_iters=warmup[0], warmup_s=warmup[1], duration_s=duration),
+        options=RuntimeOptions(threads=threads, device=train_opts["device"]),
+        calibration_images=calibration_images, parity_samples=parity_samples, task_images=task_images)
+    shown = ctx.obj["progress"]
+    progress = PipelineProgress(show_progress=shown, bench=_bench_progress(shown),
+                                export=(lambda text: click.echo(f"[export] {text}", err=True)) if shown else None)
+    result = run_pipeline(config, progress)
+    click.echo(render_text(result.report))
+    click.echo(f"Report: {result.report_dir / 'report.md'}  (+ report.json, plots)")
+    if result.interrupted:
+        click.echo(f"Interrupted during {result.report['interrupted_during']}: the report holds what finished.",
+                   err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+    if result.failures:
+        click.echo("Error: " + "\n  ".join(result.failures), err=True)
+        ctx.exit(1)
+    if result.no_runtime:
+        reasons = "\n  ".join(f"{name}: {why}" for name, why in result.skipped.items())
+        click.echo(f"Error: none of the requested runtimes can run here:\n  {reasons}", err=True)
+        ctx.exit(EXIT_UNAVAILABLE)
+
+
+# ---- predict ----
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--runtime", type=click.Choice(RUNTIME_NAMES), default=None,
+              help="Runtime to predict with. Default: onnxruntime for an ONNX file, torch for a checkpoint (the "
+                   "only runtime a checkpoint can use).")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Classes listed per image, most probable first (at most the model's class count). Default: 5, or "
+                   "every class when the model has fewer.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per inference call (an ONNX file with a static batch uses its own).")
+@click.option("-r", "--recursive", is_flag=True,
+              help="Expand folder arguments to the image files under them; without it a folder is reported as an "
+                   "error.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list instead of the table: {path, predictions: [{class, index, probability}]} or "
+                   "{path, error} per input.")
+@click.option("--device", default="auto", show_default=True, help="torch runtime: auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch and ONNX Runtime. Default: the cores this process may use.")
+@click.pass_context
+def predict(ctx: click.Context, model: Path, images: tuple[Path, ...], runtime: str | None, top_k: int | None,
+            batch_size: int, recursive: bool, as_json: bool, device: str, threads: int | None) -> None:
+    """Classify images with an exported ONNX file (MODEL.onnx) or a checkpoint (run folder or .safetensors).
+
+    Images are preprocessed exactly as validation was (resize the shorter side to 227, center-crop, the model's
+    mean/std from its metadata). A file that cannot be read (a folder without --recursive, a non-image, a corrupt
+    image, a missing path) is reported on stderr and the others are still predicted.
+
+    Exit codes: 0 all predicted, 1 any input failed (or a bad model), 2 bad usage, 3 runtime unavailable,
+    130 interrupted (what was predicted so far is still printed).
+    """
+    import json
+
+    from runtimes.factory import RuntimeOptions
+    from runtimes.predict import (expand_inputs, make_predict_runtime, open_model, predict_images, table_header,
+                                  table_rows)
+
+    inputs = expand_inputs(images, recursive)
+    spec = open_model(model)
+    rt = make_predict_runtime(spec, runtime, RuntimeOptions(threads=threads, device=device), batch_size)
+    path_width = max(len("image"), *(len(p) for p, _ in inputs))
+    class_width = max(len("class"), *(len(n) for n in spec.class_names))
+    results, interrupted = [], False
+    try:
+        with rt:
+            for result in predict_images(rt, spec, inputs, top_k, batch_size):
+                if not results and not as_json:
+                    click.echo(table_header(path_width, class_width))
+                results.append(result)
+                if not result.ok:
+                    click.echo(f"Error: {result}", err=True)
+                elif not as_json:
+                    click.echo("\n".join(table_rows(result, path_width, class_width)))
+    except KeyboardInterrupt:
+        interrupted = True
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    failed = sum(not r.ok for r in results)
+    click.echo(f"Predicted {len(results) - failed} of {len(inputs)} input(s) with {rt.name} ({rt.precision}, "
+               f"{rt.device})" + (f"; {failed} failed (listed above)" if failed else "") + ".", err=True)
+    if interrupted:
+        click.echo("Interrupted.", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+    ctx.exit(1 if failed else 0)
+
+
+# ---- triton ----
+
+def _triton_plan(onnx_path: Path, plan: Path | None, engine_cache: Path | None):
+    """``--plan``, else the newest engine in the cache built from this exact file, else None."""
+    from export.triton_config import PlanFile
+
+    if plan is not None:
+        return PlanFile.from_path(plan)
+    from runtimes.trt_engine import find_engines
+    from runtimes.trt_runtime import default_engine_cache
+    from trainer.fileio import sha256_file
+
+    # The cache keys engines by runtimes.onnx_info.model_sha256, which is the file's sha256 for a self-contained
+    # file; the repository writer refuses files with external data anyway.
+    engines = find_engines(engine_cache or default_engine_cache(), sha256_file(onnx_path))
+    if len(engines) > 1:
+        click.echo(f"Note: {len(engines)} cached TensorRT engines were built from {onnx_path.name}; using the newest, "
+                   f"{engines[0][0]}", err=True)
+    return PlanFile(*engines[0]) if engines else None
+
+
+def _echo_triton(result) -> None:
+    click.echo(f"Wrote Triton model repository {result.repo}:")
+    for model in result.models:
+        c = model.config
+        batching = (f"max_batch_size {c.max_batch_size}, preferred batches {list(c.preferred_batch_sizes)}"
+                    if c.max_batch_size else "max_batch_size 0 (static batch: no dynamic batching)")
+        click.echo(f"  {c.name}: {c.platform}, {batching}, {c.instance_count} x {c.instance_kind}")
+        click.echo("\n".join(f"    {path}" for path in model.files))
+    for note in result.notes:
+        click.echo(f"Note: {note}", err=True)
+    click.echo(f"Serve it with: tritonserver --model-repository={result.repo.resolve()}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Model repository folder (created if needed; other models in it are left alone).")
+@click.option("--name", default=None,
+              help="Model name. Default: alexnet (alexnet_fp16, alexnet_int8) by the file's precision; the TensorRT "
+                   "variant adds _trt.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Model instances (per GPU for GPU instances).")
+@click.option("--kind", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="Where the ONNX model's instances run (auto: the GPU when there is one). The TensorRT variant "
+                   "always runs on the GPU.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None,
+              help="max_batch_size of a symbolic-batch model. Default: 256, the exporter's batch bound (for the "
+                   "TensorRT variant at most its engine profile's max).")
+@click.option("--max-queue-delay", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Dynamic batching: longest wait, in microseconds, for more requests to join a batch.")
+@click.option("--plan", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A TensorRT engine built from MODEL, written as <name>_trt. Default: the newest engine in the "
+                   "engine cache built from this exact file, if any.")
+@click.option("--engine-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Engine cache searched for an engine. Default: ~/.cache/alexnet-deploy/trt-engines.")
+@click.option("--no-plan", is_flag=True, help="Write only the ONNX Runtime model, even when an engine exists.")
+@click.option("--overwrite", is_flag=True, help="Replace existing model folders of the same name.")
+def triton(model: Path, repo: Path, name: str | None, instances: int, kind: str, max_batch: int | None,
+           max_queue_delay: int, plan: Path | None, engine_cache: Path | None, no_plan: bool, overwrite: bool) -> None:
+    """Write a Triton Inference Server model repository for an exported ONNX file (and its TensorRT engine).
+
+    REPO/<name>/config.pbtxt, REPO/<name>/labels.txt and REPO/<name>/1/model.onnx for the onnxruntime backend, plus
+    REPO/<name>_trt/ with 1/model.plan when a TensorRT engine exists. Each model folder appears complete or not at all.
+    """
+    from export.triton import write_triton_repository
+    from export.triton_config import TritonOptions
+
+    if plan is not None and no_plan:
+        raise click.BadParameter("give --plan or --no-plan, not both", param_hint="--plan")
+    options = TritonOptions(name=name, max_batch=max_batch, instances=instances, kind=kind,
+                            max_queue_delay_us=max_queue_delay, overwrite=overwrite)
+    engine = None if no_plan else _triton_plan(model, plan, engine_cache)
+    _echo_triton(write_triton_repository(model, repo, options, engine))
 
 
 if __name__ == "__main__":

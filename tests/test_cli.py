@@ -15,10 +15,15 @@ def run(*args):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("train",):
+    for command in ("train", "export", "bench", "predict", "pipeline", "triton"):
         assert command in result.output
         sub = run(command, "--help")
         assert sub.exit_code == 0 and "Usage:" in sub.output
+
+
+def test_an_unknown_command_is_a_usage_error():
+    result = run("deploy")
+    assert result.exit_code == 2 and "No such command 'deploy'" in result.output
 
 
 def test_train_help_documents_every_option():
