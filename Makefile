@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) cli.py pipeline --out $(DEMO_OUT)
+	$(PY) cli.py pipeline --out $(DEMO_OUT) --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q

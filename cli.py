@@ -71,7 +71,8 @@ _DATA_OPTION = click.option(
     help="Image folder DIR/<class>/<image> (or DIR/train + DIR/val). Default: the built-in shapes data, generated "
          "once and cached.")
 _TRAIN_OPTIONS = (
-    click.option("--epochs", type=click.IntRange(min=1), default=None, show_default="15", help="Maximum epochs."),
+    click.option("--epochs", type=click.IntRange(min=1), default=None,
+                 help="Maximum epochs. Default: 15 (with --resume: the run's own)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per step."),
     click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True,
                  help="AdamW, or SGD with momentum (the paper's; try --lr 0.005)."),
@@ -166,13 +167,15 @@ def _train_config(opts: dict, out: Path | None = None):
             monitor=opts["rlr_monitor"], factor=opts["rlr_factor"], patience=opts["rlr_patience"],
             min_lr=opts["rlr_min_lr"], min_delta=opts["rlr_min_delta"], cooldown=opts["rlr_cooldown"],
             mode=opts["rlr_mode"]),
-        device=opts["device"], amp=opts["amp"], workers=opts["workers"])
+        device=opts["device"], amp=opts["amp"], workers=opts["workers"], overwrite=opts["overwrite"])
 
 
 @main.command()
 @_train_options(
     click.option("--out", type=click.Path(path_type=Path), default=None,
-                 help="Run folder. Default: runs/<timestamp>."),
+                 help="Run folder. Default: runs/<timestamp>. A folder that holds a run is refused (see --overwrite)."),
+    click.option("--overwrite", is_flag=True,
+                 help="Replace the run already in --out (its weights, metadata, history and resume state)."),
     click.option("--resume", type=click.Path(path_type=Path), default=None,
                  help="Continue the run in this folder after its last finished epoch (its saved settings apply; "
                       "--epochs may change the epoch count)."),
@@ -504,7 +507,7 @@ def _ignored_train_options(ctx: click.Context) -> list[str]:
     runtime's device, so it still counts)."""
     from click.core import ParameterSource
 
-    train_names = {p.name for p in train.params} - {"out", "resume", "device"}
+    train_names = {p.name for p in train.params} - {"out", "overwrite", "resume", "device"}
     return [p.opts[0] for p in ctx.command.params if p.name in train_names
             and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
 
@@ -512,7 +515,10 @@ def _ignored_train_options(ctx: click.Context) -> list[str]:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Pipeline folder: train/ (the run), onnx/ (one file per precision), report/ (report.md, "
-                   "report.json, plots). Default: runs/<timestamp>.")
+                   "report.json, plots). Default: runs/<timestamp>. A folder holding an earlier pipeline run is "
+                   "refused (see --overwrite).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier pipeline run in --out: its train/ run, onnx/ files and report/.")
 @click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
               help="Skip training and use this run folder (or .safetensors); its recorded validation split gives "
                    "the task-parity images.")
@@ -563,7 +569,8 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
         runtimes=runtimes, precisions=precisions, batch_sizes=batch_sizes,
         bench=BenchConfig(warmup_iters=warmup[0], warmup_s=warmup[1], duration_s=duration),
         options=RuntimeOptions(threads=threads, device=train_opts["device"]),
-        calibration_images=calibration_images, parity_samples=parity_samples, task_images=task_images)
+        calibration_images=calibration_images, parity_samples=parity_samples, task_images=task_images,
+        overwrite=train_opts["overwrite"])
     shown = ctx.obj["progress"]
     progress = PipelineProgress(show_progress=shown, bench=_bench_progress(shown),
                                 export=(lambda text: click.echo(f"[export] {text}", err=True)) if shown else None)

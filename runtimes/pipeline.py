@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +14,7 @@ from export.spec import PRECISIONS
 from runtimes.bench import BenchConfig, Progress
 from runtimes.factory import RuntimeOptions
 from runtimes.pipeline_report import PipelineRecord
-from runtimes.pipeline_stages import (bench_precision, export_precision, finish, summarize_training,
+from runtimes.pipeline_stages import (REPORT_DIR, bench_precision, export_precision, finish, summarize_training,
                                       task_parity_stage)
 from runtimes.registry import RUNTIME_NAMES, availability
 from trainer.config import TrainConfig
@@ -39,6 +40,7 @@ class PipelineConfig:
     export_parity_images: int = 64         # export's own gate; task parity then checks every validation image
     calibration_images: int = 128          # int8 calibration
     task_images: int | None = None         # validation images for task parity; None = all of them
+    overwrite: bool = False                # replace an earlier pipeline run in ``out``; otherwise it is refused
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def run_pipeline(config: PipelineConfig, progress: PipelineProgress = PipelinePr
 
     Raises:
         CheckpointError: ``config.checkpoint`` is missing or not a checkpoint (nothing has been written yet).
+        OutputExistsError: ``out`` holds an earlier pipeline run and ``config.overwrite`` is off.
         ValueError: an unknown precision or runtime name (a programming error; the CLI validates its flags).
     """
     from trainer.checkpoint import load_checkpoint
@@ -82,6 +85,7 @@ def run_pipeline(config: PipelineConfig, progress: PipelineProgress = PipelinePr
     given = load_checkpoint(config.checkpoint) if config.checkpoint else None  # fail before writing anything
     start = time.perf_counter()
     out = Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+    _claim_folder(out, config.overwrite)
     record = PipelineRecord(out, _settings(config))
     runnable = _check_runtimes(config.runtimes, record)
     try:
@@ -146,7 +150,7 @@ def _train(config: PipelineConfig, given, record: PipelineRecord,
     from trainer.run import train
 
     _stage(record, 1, f"train → {record.out / 'train'}")
-    train_config = dataclasses.replace(config.train, out=str(record.out / "train"))
+    train_config = dataclasses.replace(config.train, out=str(record.out / "train"), overwrite=config.overwrite)
     started, wall = time.perf_counter(), time.time()
     try:
         result = train(train_config, show_progress=progress.show_progress)
@@ -173,6 +177,23 @@ def _summarize_partial(record: PipelineRecord, started: float) -> None:
     except CheckpointError:
         return
     summarize_training(record, ckpt.path, ckpt.meta, None, "trained")
+
+
+def _claim_folder(out: Path, overwrite: bool) -> None:
+    """Refuse a folder holding an earlier pipeline run, or with ``overwrite`` clear its onnx/ and report/ (the
+    trainer replaces train/ itself, and a --checkpoint inside train/ must survive)."""
+    from trainer.checkpoint import WEIGHTS_NAME
+    from trainer.errors import OutputExistsError
+
+    earlier = [p for p in (out / "train" / WEIGHTS_NAME, out / "onnx", out / REPORT_DIR) if p.exists()]
+    if not earlier:
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{out} already holds a pipeline run ({', '.join(str(p) for p in earlier)}); pick "
+                                "another --out or replace it with --overwrite")
+    log.warning("--overwrite: replacing the earlier pipeline run in %s", out)
+    for folder in (out / "onnx", out / REPORT_DIR):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _stage(record: PipelineRecord, number: int, text: str) -> None:

@@ -56,6 +56,23 @@ def test_train_bad_input_gives_one_clear_error(tmp_path, make, args, message):
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_train_refuses_a_folder_holding_a_run_unless_overwrite(tmp_path):
+    make_image_folder(tmp_path / "data")
+    args = ["train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--epochs", "1", "--batch-size", "4",
+            "--workers", "0"]
+    assert run(*args).exit_code == 0
+    weights = (tmp_path / "run" / "model.safetensors").read_bytes()
+
+    refused = run(*args, "--seed", "1")
+    assert refused.exit_code == 1 and refused.output.startswith("Error: ")
+    assert "already holds a training run" in refused.output and "--resume" in refused.output
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
+
+    replaced = run(*args, "--seed", "1", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() != weights  # another seed, other weights
+
+
 @pytest.mark.parametrize("args", [["--zoom", "1.2,0.8"], ["--zoom", "abc"], ["--optimizer", "lbfgs"],
                                   ["--resume", "/definitely/not/here"], ["--epochs", "0"]])
 def test_train_bad_flags_are_usage_errors(args):

@@ -55,6 +55,7 @@ class TrainConfig:
     amp: str = "auto"                # "auto" (bf16 on CPUs with native bf16, fp16 on CUDA) | "off" | "bf16" | "fp16"
     workers: int = -1                # DataLoader worker processes; -1 = chosen from the core count
     num_classes: int | None = None   # filled in from the data
+    overwrite: bool = False          # replace a run already in ``out``; otherwise such a folder is refused
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,5 +17,9 @@ class InputShapeError(ToolkitError, ValueError):
     """A tensor fed to the model does not have the shape AlexNet requires."""
 
 
+class OutputExistsError(ToolkitError):
+    """The output folder already holds a run, and replacing it was not asked for."""
+
+
 class TrainingDivergedError(ToolkitError):
     """The loss became NaN or infinite."""

@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import io
 import logging
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from trainer.config import TrainConfig
 from trainer.data import ImageListDataset, SplitData, eval_transform_uint8, find_split, train_transform
 from trainer.device import default_workers, resolve_amp, tune_allocator
 from trainer.distributed import DistContext
-from trainer.errors import CheckpointError, ToolkitError, TrainingDivergedError
+from trainer.errors import CheckpointError, OutputExistsError, ToolkitError, TrainingDivergedError
 from trainer.fileio import write_text_atomic
 from trainer.loop import METRICS, History, Trainer, to_training_layout
 from trainer.model import AlexNet
@@ -95,10 +96,30 @@ def _prepare_run(config: TrainConfig, resume: str | Path | None,
     Returns:
         The split, the data folder, whether it is the built-in data, and the run folder.
     """
-    split, data_dir, built_in = load_split(config, show_progress)
     out_dir = Path(resume) if resume is not None else Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+    if resume is None:
+        _claim_run_folder(out_dir, config.overwrite)
+    split, data_dir, built_in = load_split(config, show_progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     return split, data_dir, built_in, out_dir
+
+
+# What a run leaves in its folder: a new run must not mix with (or silently replace) an earlier one.
+_RUN_FILES = (ckpt.WEIGHTS_NAME, ckpt.META_NAME, "history.csv")
+
+
+def _claim_run_folder(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds a run, or with ``overwrite`` remove that run's files (nothing else in it)."""
+    found = [name for name in (*_RUN_FILES, "resume") if (out_dir / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{out_dir} already holds a training run ({', '.join(found)}); continue it with "
+                                f"--resume {out_dir}, pick another --out, or replace it with --overwrite")
+    log.warning("--overwrite: removing the earlier run in %s", out_dir)
+    shutil.rmtree(out_dir / "resume", ignore_errors=True)
+    for name in _RUN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def _train(config: TrainConfig, resume: str | Path | None, resumed: dict[str, Any] | None, device: torch.device,

@@ -117,6 +117,23 @@ def test_checkpoint_skips_training_and_unavailable_runtimes_are_listed(e2e, tmp_
     assert "skipped tensorrt" in (out / "report" / "report.md").read_text()
 
 
+def test_an_earlier_pipeline_run_is_refused_unless_overwrite(e2e, tmp_path):
+    _, first = e2e
+    out = tmp_path / "out"
+    args = ["--checkpoint", first / "train", "--out", out, "--precisions", "fp32", "--runtimes", "onnxruntime", *QUICK]
+    assert invoke(*args).exit_code == 0
+    (out / "report" / "bench.int8.json").write_text("{}")  # a stale file of an earlier run with more precisions
+    before = (out / "report" / "report.json").read_bytes()
+
+    refused = invoke(*args)
+    assert refused.exit_code == 1 and refused.output.startswith("Error: ") and "--overwrite" in refused.output
+    assert (out / "report" / "report.json").read_bytes() == before  # nothing of the earlier run was touched
+
+    replaced = invoke(*args, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert not (out / "report" / "bench.int8.json").exists() and read_report(out)["status"] == "passed"
+
+
 def test_no_available_runtime_exits_3_with_a_report(tmp_path, data_dir):
     if availability("tensorrt")[0]:
         pytest.skip("tensorrt is available here")
