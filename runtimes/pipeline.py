@@ -18,7 +18,7 @@ from runtimes.pipeline_stages import (REPORT_DIR, bench_precision, export_precis
                                       task_parity_stage)
 from runtimes.registry import RUNTIME_NAMES, availability
 from trainer.config import TrainConfig
-from trainer.errors import ToolkitError
+from trainer.errors import DataError, ToolkitError
 
 log = logging.getLogger(__name__)
 STAGES = ("train", "export", "bench", "task parity", "report")
@@ -74,6 +74,7 @@ def run_pipeline(config: PipelineConfig, progress: PipelineProgress = PipelinePr
 
     Raises:
         CheckpointError: ``config.checkpoint`` is missing or not a checkpoint (nothing has been written yet).
+        DataError: the ``--data`` folder does not exist (nothing has been written yet).
         OutputExistsError: ``out`` holds an earlier pipeline run and ``config.overwrite`` is off.
         ValueError: an unknown precision or runtime name (a programming error; the CLI validates its flags).
     """
@@ -83,6 +84,8 @@ def run_pipeline(config: PipelineConfig, progress: PipelineProgress = PipelinePr
     if unknown:
         raise ValueError(f"unknown precision or runtime: {', '.join(unknown)}")
     given = load_checkpoint(config.checkpoint) if config.checkpoint else None  # fail before writing anything
+    if given is None and config.train.data and not Path(config.train.data).is_dir():
+        raise DataError(f"data folder not found: {config.train.data}")  # a typo, not a stage that failed
     start = time.perf_counter()
     out = Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
     _claim_folder(out, config.overwrite)

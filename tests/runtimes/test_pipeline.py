@@ -161,6 +161,12 @@ def test_bad_flags_are_usage_errors(tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_missing_data_folder_is_one_clear_error(tmp_path):
+    result = invoke("--data", tmp_path / "nowhere", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and result.output.startswith("Error: data folder not found"), result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_checkpoint_is_one_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     result = invoke("--checkpoint", tmp_path / "empty", "--out", tmp_path / "out")
