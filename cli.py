@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
+from runtimes.errors import EXIT_UNAVAILABLE
 from runtimes.registry import RUNTIME_NAMES  # names only: the adapters are imported on first use
 
 # Exit codes: 0 ok, 1 a ToolkitError (bad input, failed check), 2 bad usage (click), 3 runtime unavailable, 130 Ctrl-C.
-EXIT_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -42,7 +42,8 @@ class ToolkitGroup(click.Group):
             code = getattr(e, "exit_code", 1)
             if type(e).__name__ == "TrainingInterrupted":
                 code = EXIT_INTERRUPTED
-            if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: one message is enough
+            # Training under torchrun: every rank fails alike, so rank 0 speaks for all of them.
+            if ctx.invoked_subcommand != "train" or os.environ.get("RANK", "0") == "0":
                 click.echo(f"Error: {e}", err=True)
             ctx.exit(code)
         except KeyboardInterrupt:
@@ -436,19 +437,13 @@ def export(obj: dict, run: Path, output: Path | None, precision: str, opset: int
     The file is written only when the ONNX checker, strict shape inference and parity with the PyTorch model (on
     fixed-seed random inputs and on the validation images, when available) all pass.
     """
-    import dataclasses
     import json
 
     from export.errors import ParityError
     from export.exporter import export_onnx
-    from export.spec import ExportSpec, tolerance_for
+    from export.spec import ExportSpec
 
-    tolerance = None  # the precision's defaults (per input kind) unless overridden
-    if atol is not None or rtol is not None:
-        base = tolerance_for(precision)
-        tolerance = dataclasses.replace(base, atol=base.atol if atol is None else atol,
-                                        rtol=base.rtol if rtol is None else rtol, elementwise=True)
-    spec = ExportSpec(precision=precision, opset=opset, batch=batch, lrn=lrn, tolerance=tolerance)
+    spec = ExportSpec(precision=precision, opset=opset, batch=batch, lrn=lrn, atol=atol, rtol=rtol)
     output = output or _export_default_output(run, precision)
     if triton_repo is not None:  # refuse an occupied model folder now, not after a minute of export
         from export.triton import check_free
@@ -636,10 +631,11 @@ def predict(ctx: click.Context, model: Path, images: tuple[Path, ...], runtime: 
     rt = make_predict_runtime(spec, runtime, RuntimeOptions(threads=threads, device=device), batch_size)
     path_width = max(len("image"), *(len(p) for p, _ in inputs))
     class_width = max(len("class"), *(len(n) for n in spec.class_names))
+    predictions = predict_images(rt, spec, inputs, top_k, batch_size)  # checks --top-k before the runtime loads
     results, interrupted = [], False
     try:
         with rt:
-            for result in predict_images(rt, spec, inputs, top_k, batch_size):
+            for result in predictions:
                 if not results and not as_json:
                     click.echo(table_header(path_width, class_width))
                 results.append(result)

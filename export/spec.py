@@ -2,7 +2,7 @@
 bench."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from export.parity import Tolerance
 
@@ -30,7 +30,9 @@ class ExportSpec:
     input_name: str = "input"
     output_name: str = "logits"
     lrn: str = DEFAULT_LRN            # "conv" (fastest on ONNX Runtime) or "native" (one LRN node, for TensorRT)
-    tolerance: Tolerance | None = None  # None = tolerance_for(precision)
+    tolerance: Tolerance | None = None  # replaces every default below; None = tolerance_for(precision, inputs)
+    atol: float | None = None         # overrides the default's atol (for each kind of input; turns elementwise on)
+    rtol: float | None = None         # likewise for rtol
     max_accuracy_drop: float | None = None  # percentage points on the validation images; None = MAX_ACCURACY_DROP
 
     def validate(self) -> None:
@@ -46,7 +48,13 @@ class ExportSpec:
             raise ValueError(f"unknown LRN formulation {self.lrn!r}; expected one of {', '.join(LRN_FORMULATIONS)}")
 
     def resolved_tolerance(self, inputs: str = "random") -> Tolerance:
-        return self.tolerance if self.tolerance is not None else tolerance_for(self.precision, inputs)
+        if self.tolerance is not None:
+            return self.tolerance
+        base = tolerance_for(self.precision, inputs)  # the input kind keeps its own cosine and top-1 gates
+        if self.atol is None and self.rtol is None:
+            return base
+        return replace(base, atol=base.atol if self.atol is None else self.atol,
+                       rtol=base.rtol if self.rtol is None else self.rtol, elementwise=True)
 
     @property
     def resolved_max_accuracy_drop(self) -> float:

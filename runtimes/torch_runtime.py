@@ -10,6 +10,7 @@ from torch import nn
 
 from runtimes.base import Runtime, TensorSpec
 from runtimes.errors import InferenceError, RuntimeUnavailableError
+from trainer.device import resolve_device
 
 ModelSource = Union[nn.Module, Callable[[], nn.Module], str, os.PathLike]
 
@@ -114,10 +115,8 @@ class TorchRuntime(Runtime):
 
 
 def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    """The trainer's device rules (bad names and indices are errors), with a missing GPU as "unavailable" (exit 3)."""
+    if name != "auto" and name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeUnavailableError(f"torch on {name}: no CUDA GPU here (torch.cuda.is_available() is False); "
                                       "use device 'cpu' or 'auto'")
-    return device
+    return resolve_device(name)

@@ -68,6 +68,10 @@ def test_train_refuses_a_folder_holding_a_run_unless_overwrite(tmp_path):
     assert "already holds a training run" in refused.output and "--resume" in refused.output
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights
 
+    typo = run("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "run", "--overwrite")
+    assert typo.exit_code == 1 and "data folder not found" in typo.output
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == weights  # a bad --data costs nothing
+
     replaced = run(*args, "--seed", "1", "--overwrite")
     assert replaced.exit_code == 0, replaced.output
     assert (tmp_path / "run" / "model.safetensors").read_bytes() != weights  # another seed, other weights

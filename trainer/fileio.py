@@ -5,7 +5,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -19,23 +19,30 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp_file(path, suffix)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:  # flush to disk before the rename makes it visible
             os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode open() would
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read the umask is to set it and put it back
-    os.umask(mask)
-    return mask
+def _new_temp_file(path: Path, suffix: str) -> Path:
+    """A new empty file next to ``path``, created 0o666 minus the umask as open() would (mkstemp gives 0600).
+
+    The kernel applies the umask, so nothing reads it: reading it means setting it, which races with other threads
+    (the background checkpoint saver writes files too).
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -51,9 +58,14 @@ def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
+    update_digest(h, path)
+    return h.hexdigest()
+
+
+def update_digest(digest, path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> None:
+    """Feed a file's bytes to a hashlib object, a chunk at a time (model files are hundreds of MB)."""
     with open(path, "rb") as f:
         while chunk := f.read(chunk_bytes):
-            h.update(chunk)
-    return h.hexdigest()
+            digest.update(chunk)

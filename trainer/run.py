@@ -97,9 +97,13 @@ def _prepare_run(config: TrainConfig, resume: str | Path | None,
         The split, the data folder, whether it is the built-in data, and the run folder.
     """
     out_dir = Path(resume) if resume is not None else Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
-    if resume is None:
-        _claim_run_folder(out_dir, config.overwrite)
+    earlier = [] if resume is not None else _earlier_run(out_dir, config.overwrite)
     split, data_dir, built_in = load_split(config, show_progress)
+    if earlier:  # --overwrite, and the data is usable: only now is the earlier run removed
+        log.warning("--overwrite: removing the earlier run in %s", out_dir)
+        shutil.rmtree(out_dir / "resume", ignore_errors=True)
+        for name in _RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     return split, data_dir, built_in, out_dir
 
@@ -108,18 +112,14 @@ def _prepare_run(config: TrainConfig, resume: str | Path | None,
 _RUN_FILES = (ckpt.WEIGHTS_NAME, ckpt.META_NAME, "history.csv")
 
 
-def _claim_run_folder(out_dir: Path, overwrite: bool) -> None:
-    """Refuse a folder that holds a run, or with ``overwrite`` remove that run's files (nothing else in it)."""
+def _earlier_run(out_dir: Path, overwrite: bool) -> list[str]:
+    """The files of a run already in ``out_dir``; refused unless ``overwrite`` (which removes them later, once the
+    data has loaded, so a bad --data costs nothing)."""
     found = [name for name in (*_RUN_FILES, "resume") if (out_dir / name).exists()]
-    if not found:
-        return
-    if not overwrite:
+    if found and not overwrite:
         raise OutputExistsError(f"{out_dir} already holds a training run ({', '.join(found)}); continue it with "
                                 f"--resume {out_dir}, pick another --out, or replace it with --overwrite")
-    log.warning("--overwrite: removing the earlier run in %s", out_dir)
-    shutil.rmtree(out_dir / "resume", ignore_errors=True)
-    for name in _RUN_FILES:
-        (out_dir / name).unlink(missing_ok=True)
+    return found
 
 
 def _train(config: TrainConfig, resume: str | Path | None, resumed: dict[str, Any] | None, device: torch.device,

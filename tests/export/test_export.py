@@ -11,7 +11,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from export.metadata import read_metadata
 from export.parity import compare_outputs
-from export.spec import PRECISIONS, tolerance_for
+from export.spec import PRECISIONS, ExportSpec, tolerance_for
 from trainer.checkpoint import load_checkpoint
 from trainer.fileio import sha256_file
 
@@ -119,3 +119,11 @@ def test_native_lrn_formulation(exported):
     ops = [n.op_type for n in onnx.load(str(result.path)).graph.node]
     assert ops.count("LRN") == 2 and all(r.passed for r in result.parity)
     assert read_metadata(result.path).lrn == "native"
+
+
+def test_atol_rtol_overrides_keep_each_input_kinds_gates():
+    spec = ExportSpec(precision="int8", atol=0.5, rtol=0.1)
+    for kind in ("random", "images"):
+        default, resolved = tolerance_for("int8", kind), spec.resolved_tolerance(kind)
+        assert (resolved.atol, resolved.rtol, resolved.elementwise) == (0.5, 0.1, True)
+        assert (resolved.min_cosine, resolved.min_top1_agreement) == (default.min_cosine, default.min_top1_agreement)
