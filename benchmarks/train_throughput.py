@@ -136,7 +136,7 @@ def main() -> None:
     base = None
     print(f"\nbatch {args.batch_size}, 1000 classes, {args.rounds} rounds x {args.steps} steps; "
           f"fp32 training ceiling {ceiling:.0f} img/s\n")
-    print(f"| variant | median ms/step | img/s | vs plain | % of fp32 ceiling | data wait | what |")
+    print("| variant | median ms/step | img/s | vs plain | % of fp32 ceiling | data wait | what |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
         steps = [t for res in results[name] for t in res["step_s"]]

@@ -25,6 +25,7 @@ from export.precision import convert_to_fp16, count_ops, quantize_int8
 from export.spec import MAX_BATCH, ExportSpec, ir_version_for
 from export.validate import ort_session, run_session, validate_onnx
 from trainer.checkpoint import load_checkpoint
+from trainer.errors import first_line
 from trainer.fileio import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -50,14 +51,6 @@ class ExportResult:
     accuracy: dict[str, float] | None    # {"reference", "onnx", "images"}: top-1 on validation images (fp32 torch vs this)
     timings_s: dict[str, float] = field(default_factory=dict)
     ops: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def random(self) -> ParityReport:
-        return self.parity[0]
-
-    @property
-    def images(self) -> ParityReport | None:
-        return next((r for r in self.parity if r.inputs == "images"), None)
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "precision": self.precision, "lrn": self.lrn,
@@ -183,7 +176,7 @@ def _torch_export(model: torch.nn.Module, spec: ExportSpec) -> onnx.ModelProto:
                 input_names=[spec.input_name], output_names=[spec.output_name], dynamic_shapes=dynamic,
                 custom_translation_table=lrn_forms.translation_table(), verbose=False, report=False)
     except torch.onnx.OnnxExporterError as e:
-        raise ExportError(f"torch.onnx could not export the model at opset {spec.opset}: {_first_line(e)}") from None
+        raise ExportError(f"torch.onnx could not export the model at opset {spec.opset}: {first_line(e)}") from None
     return program.model_proto
 
 
@@ -275,7 +268,6 @@ def _raise_on_miss(reports: list[ParityReport], accuracy: dict[str, float] | Non
     if drop > limit:
         problems.append(f"accuracy dropped {drop:.2f} points (fp32 {accuracy['reference']:.2%} → "
                         f"{accuracy['onnx']:.2%}), more than {limit:g}")
-    kept = ""
     if keep_failed:
         failed_path = out_path.with_name(f"{out_path.stem}.failed{out_path.suffix or '.onnx'}")
         os.replace(tmp, failed_path)
@@ -294,7 +286,3 @@ def _tool_version() -> str:
     except PackageNotFoundError:
         return "unknown"
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -104,10 +104,6 @@ def is_lrn_node(node: onnx.NodeProto) -> bool:
     return node.op_type == "LRN" or (head.startswith(NODE_PREFIX) and head[len(NODE_PREFIX):].isdigit())
 
 
-def lrn_node_names(model: onnx.ModelProto) -> list[str]:
-    return [n.name for n in model.graph.node if is_lrn_node(n)]
-
-
 def lower_lrn(model: onnx.ModelProto, formulation: str = DEFAULT_LRN) -> onnx.ModelProto:
     """Rename the native ``LRN`` nodes to ``lrn1``, ``lrn2``… and rewrite them as ``formulation`` (in place).
 

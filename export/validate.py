@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from export.errors import ExportError
+from trainer.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def validate_onnx(path: str | os.PathLike, *, input_name: str, output_name: str,
         model = onnx.load(os.fspath(path))
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise ExportError(f"the exported graph is invalid: {_first_line(e)}") from None
+        raise ExportError(f"the exported graph is invalid: {first_line(e)}") from None
     problems = []
     if model.ir_version != ir_version:
         problems.append(f"IR version {model.ir_version}, expected {ir_version}")
@@ -79,7 +80,7 @@ def ort_session(model: str | os.PathLike | bytes, threads: int | None = None):
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.NotImplemented,
             ort_errors.InvalidProtobuf, ort_errors.RuntimeException) as e:
-        raise ExportError(f"ONNX Runtime cannot load the exported graph: {_first_line(e)}") from None
+        raise ExportError(f"ONNX Runtime cannot load the exported graph: {first_line(e)}") from None
 
 
 def run_session(session, input_name: str, batches: Iterable[np.ndarray]) -> np.ndarray:
@@ -87,7 +88,3 @@ def run_session(session, input_name: str, batches: Iterable[np.ndarray]) -> np.n
     outputs = [session.run(None, {input_name: np.ascontiguousarray(b, dtype=np.float32)})[0] for b in batches]
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

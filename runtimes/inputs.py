@@ -25,7 +25,7 @@ def real_images(meta: OnnxMeta | None, sample_shape: Sequence[int], limit: int =
     are transformed with ``eval_transform(meta.mean, meta.std)``.
     """
     if limit <= 0:
-        return None, "real-image parity disabled"
+        return None, ""  # asked for (--images 0): nothing to note
     if meta is None or not meta.data_path:
         return None, "real-image parity skipped: the ONNX metadata names no data folder"
     if not Path(meta.data_path).is_dir():

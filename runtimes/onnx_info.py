@@ -5,9 +5,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtimes.base import TensorSpec
 from runtimes.errors import RuntimeLoadError
+from trainer.fileio import update_digest
+
+if TYPE_CHECKING:
+    from export.metadata import OnnxMeta
 
 # ONNX TensorProto element types → NumPy dtype names (the ones these models use).
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
@@ -20,7 +25,7 @@ class OnnxInfo:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     precision: str                     # fp32 | fp16 | int8, from the metadata or the graph
-    dim_names: tuple[tuple[str | None, ...], ...]  # per input: symbolic dim names ("batch") or None
+    meta: OnnxMeta | None = None     # the alexnet-deploy metadata, when the exporter wrote it
 
     @property
     def static_batch(self) -> int | None:
@@ -45,28 +50,18 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
     except (OSError, DecodeError, ValueError) as e:
         raise RuntimeLoadError(f"{path} is not a readable ONNX model: {e}") from None
     initializers = {i.name for i in model.graph.initializer}
-    inputs, names = [], []
-    for value in model.graph.input:
-        if value.name in initializers:  # old exporters list weights as inputs
-            continue
-        spec, dims = _spec(value)
-        inputs.append(spec)
-        names.append(dims)
-    outputs = tuple(_spec(v)[0] for v in model.graph.output)
+    inputs = tuple(_spec(v) for v in model.graph.input if v.name not in initializers)  # old exporters list weights
+    outputs = tuple(_spec(v) for v in model.graph.output)
     meta = read_metadata(model)
     precision = meta.precision if meta and meta.precision else detect_precision(model)
-    return OnnxInfo(path, tuple(inputs), outputs, precision, tuple(names))
+    return OnnxInfo(path, inputs, outputs, precision, meta)
 
 
-def _spec(value) -> tuple[TensorSpec, tuple[str | None, ...]]:
+def _spec(value) -> TensorSpec:
     tensor = value.type.tensor_type
-    shape, names = [], []
-    for d in tensor.shape.dim:
-        fixed = d.HasField("dim_value") and d.dim_value > 0
-        shape.append(int(d.dim_value) if fixed else None)
-        names.append(None if fixed else (d.dim_param or None))
-    return TensorSpec(value.name, tuple(shape), _ONNX_DTYPES.get(tensor.elem_type, f"onnx-type-{tensor.elem_type}")), \
-        tuple(names)
+    shape = tuple(int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+                  for d in tensor.shape.dim)
+    return TensorSpec(value.name, shape, _ONNX_DTYPES.get(tensor.elem_type, f"onnx-type-{tensor.elem_type}"))
 
 
 def detect_precision(model) -> str:
@@ -87,14 +82,8 @@ def model_sha256(path: str | os.PathLike) -> str:
     model = onnx.load(os.fspath(path), load_external_data=False)
     locations = sorted({e.value for i in model.graph.initializer for e in i.external_data if e.key == "location"})
     digest = hashlib.sha256()
-    _hash_into(digest, path)
+    update_digest(digest, path)
     for location in locations:
         digest.update(location.encode())
-        _hash_into(digest, path.parent / location)
+        update_digest(digest, path.parent / location)
     return digest.hexdigest()
-
-
-def _hash_into(digest, path: str | os.PathLike, chunk_bytes: int = 8 << 20) -> None:
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            digest.update(block)

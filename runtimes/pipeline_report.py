@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from runtimes.env import describe_environment
-from runtimes.reports import BenchResult, _finite
+from runtimes.reports import BenchResult, json_safe
 from runtimes.task_parity import TaskParity
 
 FORMAT = "alexnet-deploy/pipeline-report"
@@ -65,7 +65,7 @@ class PipelineRecord:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite({
+        return json_safe({
             "format": FORMAT, "format_version": FORMAT_VERSION, "status": self.status, "out": str(self.out),
             "failures": self.failures, "interrupted_during": self.stage if self.interrupted else None,
             "settings": self.settings, "environment": self.environment, "training": self.training,

@@ -94,11 +94,10 @@ def open_model(path: str | os.PathLike) -> PredictModel:
 
 
 def _onnx_model(path: Path) -> PredictModel:
-    from export.metadata import read_metadata
     from trainer.model import INPUT_SHAPE
 
     info = read_onnx_info(path)
-    meta = read_metadata(path)
+    meta = info.meta
     if meta is None:
         raise PredictError(f"{path} carries no alexnet-deploy metadata (class names, mean and std, needed to "
                            "preprocess and label images); predict takes an ONNX file written by `cli.py export` or a "
@@ -118,7 +117,7 @@ def _checkpoint_model(path: Path) -> PredictModel:
     sample = tuple(int(d) for d in ckpt.meta.get("input_shape", (3, 227, 227)))
     n = len(ckpt.class_names)
     info = OnnxInfo(ckpt.path, (TensorSpec("input", (None, *sample), "float32"),),
-                    (TensorSpec("logits", (None, n), "float32"),), "fp32", (("batch",) + (None,) * len(sample),))
+                    (TensorSpec("logits", (None, n), "float32"),), "fp32")
     # A callable, so the torch runtime builds the model from the weights already read instead of loading them again.
     return PredictModel(ckpt.path, "checkpoint", tuple(ckpt.class_names), tuple(ckpt.meta["mean"]),
                         tuple(ckpt.meta["std"]), info, ckpt.build_model)

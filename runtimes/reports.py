@@ -129,7 +129,7 @@ class BenchReport:
         return out + [f"{name}: {msg}" for name, msg in self.errors.items()]
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite({
+        return json_safe({
             "model": self.model, "precision": self.precision, "environment": self.environment,
             "reference": self.reference, "ratio_baseline": self.ratio_baseline,
             "results": [r.to_dict() for r in self.results],
@@ -143,12 +143,12 @@ class BenchReport:
         return f"{status}: {len(self.results)} result(s) for {self.model}, reference {self.reference.get('name')}"
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no inf/nan: write them as strings."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value

@@ -71,11 +71,11 @@ def run_bench(onnx_path: str | os.PathLike, config: SuiteConfig, reference: Any 
         RuntimeUnavailableError: ``skip_unavailable`` is False and a requested runtime cannot run here.
         BenchError, CheckpointError, RuntimeLoadError: bad settings, reference or model.
     """
-    from export.metadata import read_metadata
     from trainer.device import tune_allocator
 
     progress = progress or Progress()
-    info, meta = read_onnx_info(onnx_path), read_metadata(onnx_path)
+    info = read_onnx_info(onnx_path)
+    meta = info.meta
     state = _State()
     source = _resolve_reference(reference, meta, state)
     runnable = _runnable(config, source, state)

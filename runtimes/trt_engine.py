@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from runtimes.errors import RuntimeLoadError
-from trainer.fileio import sha256_file
+from trainer.fileio import sha256_file, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,9 @@ def store_engine(cache_dir: str | os.PathLike, manifest: dict[str, Any], plan: b
     """Write the plan and its manifest (the manifest last, each atomically) and return the plan's path."""
     engine, manifest_path = cache_paths(cache_dir, manifest)
     engine.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(engine, plan)
+    write_bytes_atomic(engine, plan)
     record = {**manifest, "engine_sha256": hashlib.sha256(plan).hexdigest(), "engine_bytes": len(plan)}
-    _write_atomic(manifest_path, json.dumps(record, indent=2, sort_keys=True).encode())
+    write_bytes_atomic(manifest_path, json.dumps(record, indent=2, sort_keys=True).encode())
     return engine
 
 
@@ -151,12 +151,6 @@ def format_parser_errors(errors: Sequence[Any]) -> str:
         where = " ".join(p for p in (node, repr(name) if name else "", f"[{op}]" if op else "") if p)
         lines.append(f"  {where}: {e.code()}: {e.desc()}")
     return f"TensorRT could not parse the ONNX file ({len(errors)} error(s)):\n" + "\n".join(lines)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _fmt(dims: Sequence[int | None]) -> str:

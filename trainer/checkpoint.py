@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, first_line
 from trainer.fileio import atomic_path, write_json_atomic, write_text_atomic
 from trainer.model import ARCHITECTURE, INPUT_SHAPE, AlexNet, build_model
 
@@ -50,7 +50,7 @@ class Checkpoint:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as e:
             raise CheckpointError(f"{self.path}: the weights do not match the metadata "
-                                  f"({self.meta['num_classes']} classes): {_first_line(e)}") from None
+                                  f"({self.meta['num_classes']} classes): {first_line(e)}") from None
         return model.eval()
 
 
@@ -110,7 +110,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         with safe_open(str(weights), framework="pt") as f:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} is not a readable safetensors file: {_first_line(e)}") from None
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {first_line(e)}") from None
     meta = _read_meta(weights, header)
     for key in ("num_classes", "class_names", "mean", "std"):
         if key not in meta:
@@ -182,7 +182,7 @@ class BackgroundSaver:
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
-            raise CheckpointError(f"could not save the resume state: {_first_line(error)}") from error
+            raise CheckpointError(f"could not save the resume state: {first_line(error)}") from error
 
 
 def save_resume_state(run_dir: str | os.PathLike, epoch: int, state: dict[str, Any],
@@ -238,10 +238,10 @@ def load_resume_state(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[
                                                            dict[str, torch.Tensor] | None]:
     """Return ``(state, model_state, optimizer_state, best_weights)`` of the last finished epoch."""
     root = Path(run_dir) / "resume"
-    pointer = root / "LATEST"
-    if not pointer.is_file():
-        raise CheckpointError(f"nothing to resume in {run_dir}: no finished epoch recorded ({pointer} is missing)")
-    folder = root / pointer.read_text().strip()
+    folder = _latest_folder(root)
+    if folder is None:
+        raise CheckpointError(f"nothing to resume in {run_dir}: no finished epoch recorded ({root / 'LATEST'} is "
+                              "missing)")
     try:
         state = json.loads((folder / "state.json").read_text())
         model_state = load_file(str(folder / "model.safetensors"))
@@ -249,10 +249,6 @@ def load_resume_state(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[
         best_path = folder / "best.safetensors"
         best = load_file(str(best_path)) if best_path.is_file() else None
     except (OSError, ValueError, SafetensorError, RuntimeError) as e:
-        raise CheckpointError(f"the resume state in {folder} is unreadable: {_first_line(e)}") from None
+        raise CheckpointError(f"the resume state in {folder} is unreadable: {first_line(e)}") from None
     return state, model_state, optimizer_state, best
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

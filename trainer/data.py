@@ -193,6 +193,11 @@ def eval_transform(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
                        v2.Normalize(list(mean), list(std))])
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's randomness (order, augmentation, dropout): resumed runs must derive it identically."""
+    return seed * 1_000_003 + epoch
+
+
 def normalize_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 ``N×3×H×W`` → float32 ``(x / 255 - mean) / std``, keeping the tensor's device and memory format."""
     mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
@@ -222,7 +227,7 @@ class ImageListDataset(Dataset):
             path, label = self.samples[index]
             image = load_rgb(path)
             with torch.random.fork_rng(devices=[]):  # leave the caller's RNG (dropout masks) untouched
-                torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+                torch.manual_seed(epoch_seed(self.seed, epoch) * 10_000_019 + index)
                 return self.transform(image), label
         path, label = self.samples[key]
         return self.transform(load_rgb(path)), label
@@ -253,7 +258,7 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))

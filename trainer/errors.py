@@ -23,3 +23,9 @@ class OutputExistsError(ToolkitError):
 
 class TrainingDivergedError(ToolkitError):
     """The loss became NaN or infinite."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first line of text (library errors can run to pages), or its type when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from trainer import distributed
-from trainer.data import IMAGENET_MEAN, IMAGENET_STD, EpochSampler, normalize_batch
+from trainer.data import IMAGENET_MEAN, IMAGENET_STD, EpochSampler, epoch_seed, normalize_batch
 from trainer.distributed import DistContext
 from trainer.errors import TrainingDivergedError
 
@@ -149,7 +149,7 @@ class Trainer:
     def train_one_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
         self.train_model.train()
         # Dropout masks, reproducible per epoch; each rank draws its own, and rank 0 those of a lone process.
-        torch.manual_seed(self.seed * 1_000_003 + epoch + self.rank * 1_000_000_007)
+        torch.manual_seed(epoch_seed(self.seed, epoch) + self.rank * 1_000_000_007)
         loader = self._loader(self.train_set, shuffle=True, epoch=epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)

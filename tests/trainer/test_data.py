@@ -1,5 +1,4 @@
 """Image-folder scanning, the stratified split, bad files, colour modes and the transform presets."""
-from pathlib import Path
 
 import numpy as np
 import pytest

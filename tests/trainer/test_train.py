@@ -1,7 +1,6 @@
 """End to end: train on a tiny folder, resume exactly, survive Ctrl-C, and stop cleanly on a NaN loss."""
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
