@@ -64,8 +64,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    workdir = args.out or Path(tempfile.mkdtemp(prefix="export-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        _run(args, args.out)
+    else:  # ~1 GB of ONNX files and weights: removed afterwards unless --out asks to keep them
+        with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
+            _run(args, Path(tmp))
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> None:
     checkpoint = args.checkpoint or workdir / "random-1000"
     if args.checkpoint is None and not (args.reuse and checkpoint.is_dir()):
         _random_checkpoint(checkpoint)

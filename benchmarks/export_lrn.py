@@ -37,13 +37,15 @@ def main() -> None:
 
     from benchmarks.export import _random_checkpoint
 
-    checkpoint = _random_checkpoint(Path(tempfile.mkdtemp(prefix="export-lrn-")) / "run")
-    native = _native_graph(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="export-lrn-") as tmp:  # 218 MB of weights: never left behind
+        checkpoint = _random_checkpoint(Path(tmp) / "run")
+        native = _native_graph(checkpoint)
+        stock = _stock_graphs(checkpoint)
     variants = {"identity (no LRN)": _replace_lrn(native, "identity"), "native LRN": native}
     for kind in ("conv", "conv5x1", "pool3d", "pool2d", "matmul"):
         for power in ("sqrt", "pow"):
             variants[f"{kind}+{power}"] = _replace_lrn(native, kind, power)
-    variants.update(_stock_graphs(checkpoint))
+    variants.update(stock)
     x = np.random.default_rng(0).standard_normal((args.batch, 3, 227, 227), dtype=np.float32)
     sessions = {name: _session(m, args.threads) for name, m in variants.items()}
     reference = sessions["native LRN"].run(None, {"input": x})[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -193,8 +194,11 @@ def launch(nproc: int, argv: list[str]) -> None:
     # Its rendezvous banner and its own failure lines: a failed worker has printed its error, and the
     # WorkerFailedError below names it, so torchrun's log would only repeat that with pids and paths.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # torchrun's default log folder (its workers' error files) is a mkdtemp it never removes: one left per run.
     try:
-        torchrun.run(torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", *argv]))
+        with tempfile.TemporaryDirectory(prefix="torchelastic-") as logs:
+            torchrun.run(torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs}",
+                                              *argv]))
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         raise WorkerFailedError(f"training process {rank} of {nproc} failed (exit status {failure.exitcode})",

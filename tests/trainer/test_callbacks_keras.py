@@ -7,9 +7,11 @@ after every epoch, which epoch's weights the model ends with, and stopped_epoch 
 """
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import random
+import shutil
 import tempfile
 import warnings
 
@@ -18,7 +20,9 @@ import torch
 from torch import nn
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
-os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras-home-"))  # keras writes its config there
+if "KERAS_HOME" not in os.environ:  # keras writes its config there on import: a private one, removed at exit
+    os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="keras-home-")
+    atexit.register(shutil.rmtree, os.environ["KERAS_HOME"], ignore_errors=True)
 keras = pytest.importorskip("keras", reason="keras is not installed (pip install -e '.[dev]' brings it)")
 np = pytest.importorskip("numpy")
 
