@@ -1,0 +1,62 @@
+"""The fp32 GEMM ceilings of this machine today: ONNX Runtime's MLAS MatMul against torch's (MKL) mm, interleaved.
+
+    .venv/bin/python benchmarks/gemm_peak.py [--n 4096] [--rounds 7] [--threads 1,2]
+
+Every ONNX-vs-torch target in this project rests on these two numbers: ONNX Runtime beats eager torch on
+AlexNet's FC layers and convolutions only as far as MLAS's sgemm beats MKL's. ``../shared/docs/cpu-performance.md``
+measured 375 vs 196 GFLOP/s on this machine type; run this before reading any absolute img/s figure.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
+
+
+def _ort_matmul(n: int, threads: int) -> ort.InferenceSession:
+    spec = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in "abc"]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", spec[:2], spec[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=4096, help="square matrix size")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timed calls per kernel")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((args.n, args.n), dtype=np.float32) for _ in range(2))
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    gflop = 2 * args.n**3 / 1e9
+    print(f"{args.n}^3 fp32 GEMM, median GFLOP/s over {args.rounds} interleaved calls (best in brackets)\n")
+    print("| threads | ONNX Runtime MatMul (MLAS) | torch mm (MKL) | ORT / torch |")
+    print("|---|---|---|---|")
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        session = _ort_matmul(args.n, threads)
+        kernels = {"ort": lambda: session.run(None, {"a": a, "b": b}), "torch": lambda: ta @ tb}
+        samples: dict[str, list[float]] = {name: [] for name in kernels}
+        for run in kernels.values():
+            run()  # warm-up: thread pools, packing buffers
+        for _ in range(args.rounds):
+            for name, run in kernels.items():
+                start = time.perf_counter()
+                run()
+                samples[name].append(gflop / (time.perf_counter() - start))
+        ort_rate, torch_rate = (statistics.median(samples[k]) for k in ("ort", "torch"))
+        print(f"| {threads} | {ort_rate:.0f} ({max(samples['ort']):.0f}) | {torch_rate:.0f} "
+              f"({max(samples['torch']):.0f}) | {ort_rate / torch_rate:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
