@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="round-robin rounds per batch size")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads (torch and ORT)")
     parser.add_argument("--calls", default="1:10,32:2", help="timed calls per variant per round, per batch size")
-    parser.add_argument("--only", default="", help="comma-separated variant names to keep")
+    parser.add_argument("--only", default="", help="comma-separated variant names to export and time (torch eager, the baseline, always runs)")
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="before each round, wait up to this many seconds for other processes to go quiet")
     parser.add_argument("--out", type=Path, default=None, help="folder for the ONNX files (default: a temp folder)")
@@ -76,10 +76,8 @@ def _run(args: argparse.Namespace, workdir: Path) -> None:
     checkpoint = args.checkpoint or workdir / "random-1000"
     if args.checkpoint is None and not (args.reuse and checkpoint.is_dir()):
         _random_checkpoint(checkpoint)
-    variants = _export_all(checkpoint, workdir, args.reuse)
-    if args.only:
-        keep = set(args.only.split(","))
-        variants = [v for v in variants if v.name in keep]
+    keep = set(args.only.split(",")) if args.only else None
+    variants = _export_all(checkpoint, workdir, args.reuse, keep)
     from trainer.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -117,15 +115,22 @@ def _random_checkpoint(run_dir: Path) -> Path:
     return run_dir
 
 
-def _export_all(checkpoint: Path, workdir: Path, reuse: bool = False) -> list[Variant]:
-    """The exporter's variants (timed end to end) plus the two stock-exporter baselines."""
+def _export_all(checkpoint: Path, workdir: Path, reuse: bool = False, keep: set[str] | None = None) -> list[Variant]:
+    """The exporter's variants (timed end to end) plus the two stock-exporter baselines; only ``keep`` if given."""
     from export.errors import ParityError
     from export.exporter import export_onnx
     from export.spec import ExportSpec
 
-    variants = [Variant("torch-eager-fp32", None)]
+    no_qdq = "int8-conv (ORT without QDQ propagation)"
+
+    def wanted(name: str) -> bool:  # the no-QDQ-propagation variant times the int8-conv file
+        return keep is None or name in keep or (name == "int8-conv" and no_qdq in keep)
+
+    variants = [Variant("torch-eager-fp32", None)]  # the baseline of every ratio: always timed
     for name, precision, lrn in (("fp32-conv", "fp32", "conv"), ("fp32-native", "fp32", "native"),
                                  ("fp16-conv", "fp16", "conv"), ("int8-conv", "int8", "conv")):
+        if not wanted(name):
+            continue
         path = workdir / f"{name}.onnx"
         variant = Variant(name, path, precision, lrn)
         start = time.perf_counter()
@@ -145,9 +150,10 @@ def _export_all(checkpoint: Path, workdir: Path, reuse: bool = False) -> list[Va
         variant.parity = [str(r) for r in reports]
         variant.size_mb = round(path.stat().st_size / 2**20, 1)
         variants.append(variant)
-    variants.append(Variant("int8-conv (ORT without QDQ propagation)", workdir / "int8-conv.onnx", "int8", "conv",
-                            ("QDQPropagationTransformer",)))
+    variants.append(Variant(no_qdq, workdir / "int8-conv.onnx", "int8", "conv", ("QDQPropagationTransformer",)))
     for name, dynamo in (("fp32-stock-dynamo", True), ("fp32-stock-torchscript", False)):
+        if not wanted(name):
+            continue
         path = workdir / f"{name}.onnx"
         variant = Variant(name, path, "fp32", "decomposed by torch.onnx")
         start = time.perf_counter()
@@ -156,7 +162,7 @@ def _export_all(checkpoint: Path, workdir: Path, reuse: bool = False) -> list[Va
         variant.export_s = {"total": round(time.perf_counter() - start, 2)}
         variant.size_mb = round(path.stat().st_size / 2**20, 1)
         variants.append(variant)
-    return variants
+    return [v for v in variants if wanted(v.name) or v.path is None]
 
 
 def _lenient():
