@@ -1,10 +1,12 @@
-"""The fp32 GEMM ceilings of this machine today: ONNX Runtime's MLAS MatMul against torch's (MKL) mm, interleaved.
+"""The GEMM ceilings of this machine today: ONNX Runtime's MLAS fp32 MatMul against torch's (MKL) mm, interleaved,
+and ONNX Runtime's int8 MatMulInteger (u8 x s8, what QLinearConv/QGemm run on).
 
     .venv/bin/python benchmarks/gemm_peak.py [--n 4096] [--rounds 7] [--threads 1,2]
 
 Every ONNX-vs-torch target in this project rests on these two numbers: ONNX Runtime beats eager torch on
 AlexNet's FC layers and convolutions only as far as MLAS's sgemm beats MKL's. ``../shared/docs/cpu-performance.md``
-measured 375 vs 196 GFLOP/s on this machine type; run this before reading any absolute img/s figure.
+measured 375 vs 196 GFLOP/s (and 596 GOP/s int8) on this machine type; run this before reading any absolute img/s
+figure. Ceilings in img/s divide by AlexNet's 1.449 GFLOP per image.
 """
 from __future__ import annotations
 
@@ -17,10 +19,14 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper
 
+GFLOP_PER_IMAGE = 1.449  # AlexNet forward, 1000 classes (../shared/docs/cpu-performance.md)
 
-def _ort_matmul(n: int, threads: int) -> ort.InferenceSession:
-    spec = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in "abc"]
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", spec[:2], spec[2:])
+
+def _ort_matmul(n: int, threads: int, op: str = "MatMul") -> ort.InferenceSession:
+    types = {"MatMul": (TensorProto.FLOAT,) * 3,
+             "MatMulInteger": (TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32)}
+    spec = [helper.make_tensor_value_info(name, t, [n, n]) for name, t in zip("abc", types[op])]
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["c"])], "gemm", spec[:2], spec[2:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -37,14 +43,18 @@ def main() -> None:
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((args.n, args.n), dtype=np.float32) for _ in range(2))
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    qa = rng.integers(0, 256, (args.n, args.n), dtype=np.uint8)
+    qb = rng.integers(-127, 128, (args.n, args.n), dtype=np.int8)
     gflop = 2 * args.n**3 / 1e9
     print(f"{args.n}^3 fp32 GEMM, median GFLOP/s over {args.rounds} interleaved calls (best in brackets)\n")
-    print("| threads | ONNX Runtime MatMul (MLAS) | torch mm (MKL) | ORT / torch |")
-    print("|---|---|---|---|")
+    print("| threads | ONNX Runtime MatMul (MLAS) | torch mm (MKL) | ORT / torch | ORT int8 MatMulInteger GOP/s "
+          "| ceilings img/s fp32 / int8 |")
+    print("|---|---|---|---|---|---|")
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
-        session = _ort_matmul(args.n, threads)
-        kernels = {"ort": lambda: session.run(None, {"a": a, "b": b}), "torch": lambda: ta @ tb}
+        session, int8 = _ort_matmul(args.n, threads), _ort_matmul(args.n, threads, "MatMulInteger")
+        kernels = {"ort": lambda: session.run(None, {"a": a, "b": b}), "torch": lambda: ta @ tb,
+                   "int8": lambda: int8.run(None, {"a": qa, "b": qb})}
         samples: dict[str, list[float]] = {name: [] for name in kernels}
         for run in kernels.values():
             run()  # warm-up: thread pools, packing buffers
@@ -53,9 +63,11 @@ def main() -> None:
                 start = time.perf_counter()
                 run()
                 samples[name].append(gflop / (time.perf_counter() - start))
-        ort_rate, torch_rate = (statistics.median(samples[k]) for k in ("ort", "torch"))
+        ort_rate, torch_rate, int8_rate = (statistics.median(samples[k]) for k in ("ort", "torch", "int8"))
         print(f"| {threads} | {ort_rate:.0f} ({max(samples['ort']):.0f}) | {torch_rate:.0f} "
-              f"({max(samples['torch']):.0f}) | {ort_rate / torch_rate:.2f}× |")
+              f"({max(samples['torch']):.0f}) | {ort_rate / torch_rate:.2f}× | {int8_rate:.0f} "
+              f"({max(samples['int8']):.0f}) | {max(ort_rate, torch_rate) / GFLOP_PER_IMAGE:.0f} / "
+              f"{int8_rate / GFLOP_PER_IMAGE:.0f} |")
 
 
 if __name__ == "__main__":
