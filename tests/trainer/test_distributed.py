@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +30,11 @@ def _config(data: Path, out: Path, batch_size: int, device: str = "cpu") -> Trai
                        optimizer="sgd", lr=0.005, dropout=0.0, augment=AugmentConfig(enabled=False), device=device)
 
 
-def _cli_train(*args: str, launcher: tuple[str, ...] = (), timeout: int = 240) -> subprocess.CompletedProcess:
+def _cli_train(*args: str, launcher: tuple[str, ...] = (), timeout: int = 240,
+               tmpdir: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None
     return subprocess.run([sys.executable, *launcher, str(ROOT / "cli.py"), "train", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -40,10 +43,12 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 
 def test_two_processes_train_like_one_process_on_their_global_batch(image_folder, tmp_path):
-    run = tmp_path / "ddp"
+    run, scratch = tmp_path / "ddp", tmp_path / "tmp"
+    scratch.mkdir()
     proc = _cli_train("--nproc-per-node", "2", "--device", "cpu", "--data", str(image_folder), "--out", str(run),
-                      "--batch-size", "2", *DETERMINISTIC)
+                      "--batch-size", "2", *DETERMINISTIC, tmpdir=scratch)
     assert proc.returncode == 0, proc.stderr
+    assert not list(scratch.iterdir())  # torchrun's log folder is removed (it would leave one per run in /tmp)
     assert proc.stdout.count("Trained 1 epoch(s)") == 1, proc.stdout  # rank 0 alone reports
     assert "(gloo)" in proc.stderr
     meta = json.loads((run / "model.json").read_text())
