@@ -636,13 +636,13 @@ def predict(ctx: click.Context, model: Path, images: tuple[Path, ...], runtime: 
     try:
         with rt:
             for result in predictions:
-                if not results and not as_json:
-                    click.echo(table_header(path_width, class_width))
-                results.append(result)
                 if not result.ok:
                     click.echo(f"Error: {result}", err=True)
                 elif not as_json:
+                    if not any(r.ok for r in results):  # the header over the first row; none when all failed
+                        click.echo(table_header(path_width, class_width))
                     click.echo("\n".join(table_rows(result, path_width, class_width)))
+                results.append(result)
     except KeyboardInterrupt:
         interrupted = True
     if as_json:

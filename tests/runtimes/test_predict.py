@@ -148,6 +148,14 @@ def test_bad_inputs_are_reported_and_the_rest_predicted(tiny):
     assert "Predicted 3 of 7 input(s)" in errors and "4 failed" in errors
 
 
+def test_only_bad_inputs_print_no_table(tiny):
+    _, dynamic, _, _, root = tiny
+    result = invoke(dynamic, root / "gone.png", root / "also-gone.jpg")
+    assert result.exit_code == 1
+    assert result.stdout == ""  # no header over an empty table
+    assert "Predicted 0 of 2 input(s)" in result.stderr and "2 failed" in result.stderr
+
+
 def test_json_lists_predictions_and_errors_in_input_order(tiny):
     _, dynamic, _, images, root = tiny
     result = invoke(dynamic, images[0], root / "missing.jpg", images[1], "--json", "--top-k", 2)
