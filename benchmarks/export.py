@@ -51,7 +51,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="round-robin rounds per batch size")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads (torch and ORT)")
     parser.add_argument("--calls", default="1:10,32:2", help="timed calls per variant per round, per batch size")
-    parser.add_argument("--only", default="", help="comma-separated variant names to export and time (torch eager, the baseline, always runs)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated variant names to export and time (torch eager, the baseline, always runs)")
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="before each round, wait up to this many seconds for other processes to go quiet")
     parser.add_argument("--out", type=Path, default=None, help="folder for the ONNX files (default: a temp folder)")
@@ -277,21 +278,12 @@ def _time_interleaved(variants: list[Variant], model, batch: int, rounds: int, c
 
 def _gemm_probe(threads: int):
     """A 4096^3 fp32 MatMul on ONNX Runtime, timed among the variants: the machine's fp32 peak *in this run*."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from benchmarks.gemm_peak import ort_matmul
 
     rng = np.random.default_rng(1)
-    b = numpy_helper.from_array(rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32), "b")
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [GEMM_N, GEMM_N])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [GEMM_N, GEMM_N])], [b])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                                                     ir_version=8).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    run = ort_matmul(rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32), threads)
     a = rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32)
-    return lambda: session.run(None, {"a": a})
+    return lambda: run(a)
 
 
 def _print_report(variants: list[Variant], results: dict, gflop: float, threads: int) -> None:

@@ -96,7 +96,7 @@ def _stock_graphs(checkpoint: Path) -> dict[str, onnx.ModelProto]:
 
 def _replace_lrn(model: onnx.ModelProto, kind: str, power: str = "sqrt") -> onnx.ModelProto:
     """The alternatives that lost (and the identity baseline); export/lrn.py keeps only native and conv+sqrt."""
-    from export.lrn import _conv_band, _params, band_weight
+    from export.lrn import _conv_band, _params, band_weight, scale_by_power
 
     model = copy.deepcopy(model)
     channels = {n.input[0]: c for n, c in zip([n for n in model.graph.node if n.op_type == "LRN"], (96, 256))}
@@ -159,15 +159,9 @@ def _replace_lrn(model: onnx.ModelProto, kind: str, power: str = "sqrt") -> onnx
             else:
                 nodes.append(helper.make_node("Identity", [t("avg")], [t("avg_a")], name=t("id")))
             nodes.append(helper.make_node("Add", [t("avg_a"), t("k")], [t("d")], name=t("add_k")))
-        if power == "sqrt":
-            nodes += [helper.make_node("Sqrt", [t("d")], [t("r2")], name=t("sqrt")),
-                      helper.make_node("Sqrt", [t("r2")], [t("r4")], name=t("sqrt2")),
-                      helper.make_node("Mul", [t("r2"), t("r4")], [t("d75")], name=t("mul")),
-                      helper.make_node("Div", [x, t("d75")], [y], name=t("div"))]
-        else:
-            inits.append(numpy_helper.from_array(np.array(-p.beta, np.float32), t("e")))
-            nodes += [helper.make_node("Pow", [t("d"), t("e")], [t("sc")], name=t("pow")),
-                      helper.make_node("Mul", [x, t("sc")], [y], name=t("scale"))]
+        tail, tail_inits = scale_by_power(x, y, p.beta, t, use_sqrt=power == "sqrt")
+        nodes += tail
+        inits += tail_inits
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(inits)

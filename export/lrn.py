@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -187,17 +188,27 @@ def _conv_band(node: onnx.NodeProto, channels: int) -> tuple[list[onnx.NodeProto
     nodes = [helper.make_node("Mul", [x, x], [t("square")], name=t("square")),
              helper.make_node("Conv", [t("square"), t("band"), t("k")], [t("d")], name=t("window_sum"),
                               kernel_shape=[1, 1])]
-    if p.beta == 0.75:
-        # d^-0.75 = 1 / (d^0.5 * d^0.25): two vectorised square roots instead of a scalar pow per element.
-        nodes += [helper.make_node("Sqrt", [t("d")], [t("d_sqrt")], name=t("sqrt")),
-                  helper.make_node("Sqrt", [t("d_sqrt")], [t("d_qrt")], name=t("sqrt_sqrt")),
-                  helper.make_node("Mul", [t("d_sqrt"), t("d_qrt")], [t("d_pow")], name=t("pow")),
-                  helper.make_node("Div", [x, t("d_pow")], [y], name=t("scale"))]
-    else:
-        inits.append(numpy_helper.from_array(np.array(-p.beta, np.float32), t("neg_beta")))
-        nodes += [helper.make_node("Pow", [t("d"), t("neg_beta")], [t("d_pow")], name=t("pow")),
-                  helper.make_node("Mul", [x, t("d_pow")], [y], name=t("scale"))]
-    return nodes, inits
+    tail, tail_inits = scale_by_power(x, y, p.beta, t)
+    return nodes + tail, inits + tail_inits
+
+
+def scale_by_power(x: str, y: str, beta: float, t: Callable[[str], str],
+                   use_sqrt: bool | None = None) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """``y = x * d ** -beta`` for the LRN denominator tensor ``t("d")``; ``t`` names this LRN's tensors and nodes.
+
+    ``use_sqrt`` (default: when beta is 0.75) writes d^-0.75 as 1 / (d^0.5 * d^0.25): two vectorised square roots
+    instead of a scalar pow per element. Otherwise one ``Pow`` with exponent ``-beta``.
+    """
+    if (beta == 0.75) if use_sqrt is None else use_sqrt:
+        if beta != 0.75:
+            raise ValueError(f"the square-root form computes beta = 0.75 only, not {beta}")
+        return [helper.make_node("Sqrt", [t("d")], [t("d_sqrt")], name=t("sqrt")),
+                helper.make_node("Sqrt", [t("d_sqrt")], [t("d_qrt")], name=t("sqrt_sqrt")),
+                helper.make_node("Mul", [t("d_sqrt"), t("d_qrt")], [t("d_pow")], name=t("pow")),
+                helper.make_node("Div", [x, t("d_pow")], [y], name=t("scale"))], []
+    return ([helper.make_node("Pow", [t("d"), t("neg_beta")], [t("d_pow")], name=t("pow")),
+             helper.make_node("Mul", [x, t("d_pow")], [y], name=t("scale"))],
+            [numpy_helper.from_array(np.array(-beta, np.float32), t("neg_beta"))])
 
 
 def _channel_counts(model: onnx.ModelProto) -> dict[str, int]:
