@@ -149,7 +149,7 @@ def quantize_int8(model: onnx.ModelProto, batches: Iterable[np.ndarray], *, inpu
     # The MaxPools are left to ONNX Runtime's QDQ propagation, which moves the Q after each one in front of it: the
     # pool then runs on int8 in NHWC between the QLinearConvs (exact, as max commutes with a monotonic Q) and the
     # float NHWC<->NCHW transposes around it disappear. An fp32 MaxPool (kept by a Relu after it, as this exporter
-    # did before its LRN window sum was quantized) made the whole model 1.15-1.19x slower (docs/export.md).
+    # did before its LRN window sum was quantized) made the whole model 1.20x slower at batch 32 (benchmarks/export.py).
     with tempfile.TemporaryDirectory(prefix="alexnet-quant-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, src)
