@@ -167,7 +167,7 @@ def _export_all(checkpoint: Path, workdir: Path, reuse: bool = False, keep: set[
 
 
 def _lenient():
-    from export.parity import Tolerance
+    from runtimes.parity import Tolerance
 
     return Tolerance(atol=float("inf"), rtol=0.0, min_cosine=-1.0, min_top1_agreement=0.0)
 

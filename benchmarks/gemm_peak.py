@@ -4,9 +4,9 @@ and ONNX Runtime's int8 MatMulInteger (u8 x s8, what QLinearConv/QGemm run on).
     .venv/bin/python benchmarks/gemm_peak.py [--n 4096] [--rounds 7] [--threads 1,2]
 
 Every ONNX-vs-torch target in this project rests on these two numbers: ONNX Runtime beats eager torch on
-AlexNet's FC layers and convolutions only as far as MLAS's sgemm beats MKL's. ``../shared/docs/cpu-performance.md``
-measured 375 vs 196 GFLOP/s (and 596 GOP/s int8) on this machine type; run this before reading any absolute img/s
-figure. Ceilings in img/s divide by AlexNet's 1.449 GFLOP per image.
+AlexNet's FC layers and convolutions only as far as MLAS's sgemm beats MKL's. docs/performance.md records what it
+measured on this project's machine type on different days (from 181 to 375 GFLOP/s fp32); run this before reading
+any absolute img/s figure. Ceilings in img/s divide by AlexNet's 1.449 GFLOP per image.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-GFLOP_PER_IMAGE = 1.449  # AlexNet forward, 1000 classes (../shared/docs/cpu-performance.md)
+GFLOP_PER_IMAGE = 1.449  # AlexNet forward, 1000 classes: conv + FC multiply-adds × 2 (docs/performance.md)
 
 
 def ort_matmul(b: np.ndarray, threads: int) -> Callable[[np.ndarray], list]:

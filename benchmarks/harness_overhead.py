@@ -97,7 +97,7 @@ def micro_model(path: Path) -> Path:
 
 def harness_overhead(onnx_path: Path, batch: int, rounds: int, iters: int) -> dict:
     """Interleave the harness and a bare loop on one session; compare medians of all per-call times."""
-    from runtimes.bench import BenchConfig, measure
+    from deploy.timing import BenchConfig, measure
     from runtimes.ort_runtime import OrtRuntime
 
     x = np.random.default_rng(0).standard_normal((batch, 3, 227, 227), dtype=np.float32)
@@ -127,12 +127,13 @@ def compare_child(variant: str, onnx_path: Path, checkpoint: Path, rounds: int, 
     """Runs in its own process: torch eager vs ORT, interleaved per batch size."""
     import torch
 
-    from runtimes.ort_runtime import OrtRuntime, usable_cores
+    from runtimes.ort_runtime import OrtRuntime
+    from core.host import usable_cores
     from runtimes.torch_runtime import TorchRuntime
 
     tuned = False
     if variant == "project":
-        from trainer.device import tune_allocator
+        from core.host import tune_allocator
 
         tuned = tune_allocator()
     threads = threads or usable_cores()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainer.device import tune_allocator  # noqa: E402
+from core.host import tune_allocator  # noqa: E402
 from trainer.lrn import LocalResponseNorm  # noqa: E402
 
 

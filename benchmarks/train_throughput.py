@@ -4,7 +4,7 @@ Each variant runs in its own fresh process (the glibc allocator settings are pro
 leak one variant's tuning into the other), and rounds alternate between variants so machine noise hits all of them.
 Reported: median img/s per variant, the ratio to the plain loop, the share of the machine's fp32 training ceiling
 (375 GFLOP/s ÷ 4.1356 GFLOP per training image = 91 img/s on the 2-core reference machine, see
-../shared/docs/cpu-performance.md), and for the trainer with its real data pipeline, the share of step time spent
+docs/performance.md), and for the trainer with its real data pipeline, the share of step time spent
 waiting for data.
 
     python benchmarks/train_throughput.py [--rounds 3] [--steps 6] [--batch-size 64]
@@ -41,7 +41,8 @@ def worker(variant: str, steps: int, batch_size: int) -> dict:
     if variant == "plain":
         return {"variant": variant, **_plain_loop(steps, batch_size)}
     from trainer.config import TrainConfig
-    from trainer.device import resolve_amp, tune_allocator
+    from trainer.device import resolve_amp
+    from core.host import tune_allocator
     from trainer.loop import Trainer, to_training_layout
     from trainer.model import AlexNet
     from trainer.run import make_optimizer

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from trainer.errors import ToolkitError
+from core.errors import ToolkitError
 
 if TYPE_CHECKING:
-    from export.parity import ParityReport
+    from runtimes.parity import ParityReport
 
 
 class ExportError(ToolkitError):

@@ -11,8 +11,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core.contract import INPUT_SHAPE
 from export.errors import ExportError
-from trainer.data import IMAGE_EXTENSIONS, eval_transform, find_split, load_rgb
+from trainer.data import IMAGE_EXTENSIONS, eval_transform, find_split, image_files, load_rgb
 from trainer.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -37,26 +38,53 @@ class ImageSet:
             yield batch
 
 
-def validation_images(meta: dict[str, Any], class_names: Sequence[str], limit: int) -> ImageSet | None:
-    """Up to ``limit`` images of the checkpoint's validation split, spread evenly over it (so over the classes).
+@dataclass(frozen=True)
+class DataSource:
+    """Where a model's training images are and how they were split: what both a checkpoint's and an ONNX file's
+    metadata record, so the validation images are picked by one rule whichever file names them."""
+    path: str | None
+    val_split: float
+    seed: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
 
-    Returns None, with a logged note, when the checkpoint names no data folder, the folder is gone or unreadable, or its
-    classes differ from the checkpoint's (labels would be wrong).
+    @classmethod
+    def from_checkpoint(cls, meta: dict[str, Any]) -> "DataSource":
+        data = meta.get("data") or {}
+        return cls(data.get("path"), float(data.get("val_split") or 0.2), int(data.get("seed") or 0),
+                   tuple(meta["mean"]), tuple(meta["std"]), tuple(meta["class_names"]))
+
+    @classmethod
+    def from_onnx(cls, meta) -> "DataSource":
+        """From ``core.onnx_file.OnnxMeta``."""
+        return cls(meta.data_path, float(meta.val_split or 0.2), int(meta.seed or 0), tuple(meta.mean),
+                   tuple(meta.std), tuple(meta.class_names))
+
+
+def validation_images(source: DataSource, limit: int | None) -> tuple[ImageSet | None, str]:
+    """Up to ``limit`` images (None = all) of the validation split, spread evenly over it (so over the classes),
+    preprocessed as in evaluation, with their labels.
+
+    Returns:
+        The images and a note on where they came from, or None and why not (no data folder recorded, the folder is
+        gone or unusable, or its classes differ from the model's, so labels would be wrong).
     """
-    split = _split(meta) if limit > 0 else None
+    if limit is not None and limit <= 0:
+        return None, ""
+    split, why = _split(source)
     if split is None:
-        return None
-    if list(split.classes) != list(class_names):
-        log.warning("skipping real-image parity: the classes in %s (%s) differ from the checkpoint's",
-                    meta["data"]["path"], ", ".join(split.classes))
-        return None
-    samples = _spread(split.val, limit)
-    tensors = _load([path for path, _ in samples], meta)
-    return ImageSet(tensors, np.array([label for _, label in samples]), f"{len(samples)} validation images from "
-                    f"{meta['data']['path']}")
+        return None, f"real-image checks skipped: {why}"
+    if tuple(split.classes) != tuple(source.class_names):
+        return None, (f"real-image checks skipped: the classes in {source.path} ({', '.join(split.classes)}) differ "
+                      "from the model's")
+    samples = _spread(split.val, len(split.val) if limit is None else limit)
+    tensors = _load([path for path, _ in samples], source)
+    note = f"{len(samples)} validation images from {source.path}"
+    return ImageSet(tensors, np.array([label for _, label in samples]), note), note
 
 
-def calibration_images(meta: dict[str, Any], directory: str | os.PathLike | None, count: int) -> ImageSet:
+def calibration_images(source: DataSource, directory: str | os.PathLike | None, count: int) -> ImageSet:
     """``count`` calibration images: from ``directory`` (any images below it), else the checkpoint's training images,
     else the built-in shapes data.
 
@@ -65,53 +93,45 @@ def calibration_images(meta: dict[str, Any], directory: str | os.PathLike | None
     """
     if directory is not None:
         directory = Path(directory)
-        paths = _image_files(directory)
+        paths = image_files(directory)
         if not paths:
             raise ExportError(f"no calibration images in {directory} (looked for {' '.join(IMAGE_EXTENSIONS)} "
                               "files in it and its subfolders)")
-        source = str(directory)
+        where = str(directory)
     else:
-        split = _split(meta)
+        split, why = _split(source)
         if split is not None:
-            paths, source = [p for p, _ in split.train], f"the training images in {meta['data']['path']}"
+            paths, where = [p for p, _ in split.train], f"the training images in {source.path}"
         else:
             from trainer.synthetic import ensure_synthetic_dataset
 
+            log.info("calibration: %s; using the built-in data", why)
             folder = ensure_synthetic_dataset()
-            paths, source = _image_files(folder), f"the built-in shapes data ({folder})"
+            paths, where = image_files(folder), f"the built-in shapes data ({folder})"
     chosen = _spread(paths, count)
-    tensors = _load(chosen, meta, skip_bad=True)
+    tensors = _load(chosen, source, skip_bad=True)
     if len(tensors) == 0:
-        raise ExportError(f"none of the {len(chosen)} calibration images from {source} could be read")
-    log.info("calibrating int8 on %d images from %s", len(tensors), source)
-    return ImageSet(tensors, None, f"{len(tensors)} images from {source}")
+        raise ExportError(f"none of the {len(chosen)} calibration images from {where} could be read")
+    log.info("calibrating int8 on %d images from %s", len(tensors), where)
+    return ImageSet(tensors, None, f"{len(tensors)} images from {where}")
 
 
-def _split(meta: dict[str, Any]):
-    data = meta.get("data") or {}
-    path = data.get("path")
-    if not path:
-        log.info("the checkpoint records no data folder: real-image checks skipped")
-        return None
-    if not Path(path).is_dir():
-        log.warning("the training data folder %s is gone: real-image checks skipped", path)
-        return None
+def _split(source: DataSource):
+    """The recorded split, or None and why not."""
+    if not source.path:
+        return None, "the model records no data folder"
+    if not Path(source.path).is_dir():
+        return None, f"the data folder {source.path} is gone"
     try:
-        return _find_split(path, float(data.get("val_split", 0.2)), int(data.get("seed", 0)))
+        return _find_split(source.path, source.val_split, source.seed), ""
     except DataError as e:
-        log.warning("cannot use the training data in %s (%s): real-image checks skipped", path, e)
-        return None
+        return None, f"cannot use the data in {source.path} ({e})"
 
 
 @functools.lru_cache(maxsize=4)
 def _find_split(path: str, val_split: float, seed: int):
     """find_split opens every image once; validation and calibration share the result within a process."""
     return find_split(path, val_split, seed, skip_bad_images=True)
-
-
-def _image_files(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def _spread(items: Sequence, count: int) -> list:
@@ -122,8 +142,8 @@ def _spread(items: Sequence, count: int) -> list:
     return [items[i] for i in index]
 
 
-def _load(paths: Sequence[str], meta: dict[str, Any], skip_bad: bool = False) -> np.ndarray:
-    transform = eval_transform(meta["mean"], meta["std"])
+def _load(paths: Sequence[str], source: DataSource, skip_bad: bool = False) -> np.ndarray:
+    transform = eval_transform(source.mean, source.std)
     tensors = []
     for path in paths:
         try:
@@ -132,4 +152,4 @@ def _load(paths: Sequence[str], meta: dict[str, Any], skip_bad: bool = False) ->
             if not skip_bad:
                 raise ExportError(f"cannot read the image {path}: {e}") from None
             log.warning("skipping unreadable image %s", path)
-    return np.stack(tensors).astype(np.float32) if tensors else np.zeros((0, 3, 227, 227), np.float32)
+    return np.stack(tensors).astype(np.float32) if tensors else np.zeros((0, *INPUT_SHAPE), np.float32)

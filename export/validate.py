@@ -1,16 +1,15 @@
-"""validate_onnx: structural checks (checker, strict shape inference, I/O contract) and ONNX Runtime CPU inference."""
+"""validate_onnx: the structural checks of an exported file (checker, strict shape inference, the I/O contract)."""
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Iterable
 
-import numpy as np
 import onnx
 
+from core.contract import INPUT_SHAPE
+from core.errors import first_line
 from export.errors import ExportError
-from trainer.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def validate_onnx(path: str | os.PathLike, *, input_name: str, output_name: str,
     if bad_ops:
         problems.append(f"training-only ops in the graph: {', '.join(bad_ops)}")
     batch_dim = batch if batch is not None else "batch"
-    problems += _check_io(model.graph.input, input_name, [batch_dim, 3, 227, 227], "input")
+    problems += _check_io(model.graph.input, input_name, [batch_dim, *INPUT_SHAPE], "input")
     problems += _check_io(inferred.graph.output, output_name, [batch_dim, num_classes], "output")
     if problems:
         raise ExportError(f"{path.name} does not meet the export contract: " + "; ".join(problems))
@@ -63,28 +62,3 @@ def _check_io(values, name: str, expected: list, kind: str) -> list[str]:
     dims = [d.dim_param if d.HasField("dim_param") else d.dim_value if d.HasField("dim_value") else "?"
             for d in tensor.shape.dim]
     return [] if dims == expected else [f"{kind} {name!r} has shape {dims}, expected {expected}"]
-
-
-def ort_session(model: str | os.PathLike | bytes, threads: int | None = None):
-    """An ONNX Runtime CPU session with all graph optimizations (the same graph every runtime gets)."""
-    import onnxruntime as ort
-    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # the CPU-only fallback warnings of onnxruntime-gpu are noise here
-    if threads:
-        options.intra_op_num_threads = threads
-    source = model if isinstance(model, bytes) else os.fspath(model)
-    try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    except (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidArgument, ort_errors.NotImplemented,
-            ort_errors.InvalidProtobuf, ort_errors.RuntimeException) as e:
-        raise ExportError(f"ONNX Runtime cannot load the exported graph: {first_line(e)}") from None
-
-
-def run_session(session, input_name: str, batches: Iterable[np.ndarray]) -> np.ndarray:
-    """Run ``session`` on every batch and stack the first output."""
-    outputs = [session.run(None, {input_name: np.ascontiguousarray(b, dtype=np.float32)})[0] for b in batches]
-    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
-

@@ -2,29 +2,14 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
+from core.contract import TensorSpec
 from runtimes.errors import InputMismatchError, RuntimeStateError
 
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input or output as a runtime sees it."""
-    name: str
-    shape: tuple[int | None, ...]  # None = dynamic (the batch)
-    dtype: str                     # NumPy dtype name: "float32", "float16", ...
-
-    def shape_str(self) -> str:
-        return "(" + ", ".join("N" if d is None else str(d) for d in self.shape) + ")"
-
-    def accepts_shape(self, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(self.shape) and all(d is None and s > 0 or d == s for d, s in zip(self.shape, shape))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+__all__ = ["Runtime", "TensorSpec"]
 
 
 class Runtime:
@@ -40,19 +25,37 @@ class Runtime:
         CUDA stream the work is enqueued on (None on the CPU), for CUDA events.
     """
     name: ClassVar[str] = ""
+    runs_onnx: ClassVar[bool] = True     # False: runs an nn.Module (the torch runtime), not the ONNX file
+    preferred_lrn: ClassVar[str] = "conv"  # the LRN form measured fastest on this runtime (core.contract)
     device: str = "cpu"           # "cpu" or "cuda" once known
-    precision: str = "fp32"       # what the runtime computes in: fp32, fp16 or int8 (the graph's precision)
+    precision: str = "fp32"       # what the runtime computes in: fp32, fp16, int8 (the graph's) or bf16
 
     def __init__(self) -> None:
         self._loaded = False
         self._prepared = False
         self.stream: Any = None   # torch.cuda.Stream for CUDA runtimes
 
-    # ---- availability and lifecycle ----
+    # ---- availability, construction and lifecycle ----
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
         """``(True, "")`` or ``(False, reason with the fix)``; never raises ImportError."""
         return True, ""
+
+    @classmethod
+    def supports(cls, precision: str) -> tuple[bool, str]:
+        """Whether this runtime can compute in ``precision``: an exported graph's own precision always, bf16 (an fp32
+        graph run in bf16) only where an adapter says so."""
+        if precision == "bf16":
+            return False, (f"{cls.name} runs the graph in its own precision; bf16 needs a runtime that computes it "
+                           "natively (openvino, torch)")
+        return True, ""
+
+    @classmethod
+    def create(cls, model: Any, options: Any, batch_sizes: tuple[int, ...] = (),
+               io: Any = None) -> "Runtime":
+        """The adapter for ``model`` with the ``RuntimeOptions`` it uses; ``io`` = the (input, output) TensorSpecs
+        of the graph a runtime that does not read the ONNX file stands in for (see runtimes/registry.py)."""
+        raise NotImplementedError
 
     def load(self) -> None:
         if not self._loaded:

@@ -1,15 +1,15 @@
-"""Runtime errors: unavailable runtimes, mismatched inputs, load/build failures and bad bench settings."""
+"""Runtime errors: unavailable runtimes, bad options, mismatched inputs, load/build and inference failures."""
 from __future__ import annotations
 
-from trainer.errors import ToolkitError
-
-# cli.py's EXIT_UNAVAILABLE: CI can tell "this runtime cannot run here" from a failure.
-EXIT_UNAVAILABLE = 3
+from core.errors import ToolkitError, UnavailableError, UsageError
 
 
-class RuntimeUnavailableError(ToolkitError):
+class RuntimeUnavailableError(UnavailableError):
     """The runtime cannot run on this machine (package missing, no GPU); the message says how to fix it."""
-    exit_code = EXIT_UNAVAILABLE
+
+
+class RuntimeOptionError(UsageError):
+    """An adapter option with no meaning (an unknown name, level or precision); the message lists the valid ones."""
 
 
 class InputMismatchError(ToolkitError, ValueError):
@@ -22,10 +22,6 @@ class RuntimeStateError(ToolkitError, RuntimeError):
 
 class RuntimeLoadError(ToolkitError):
     """The model could not be loaded, parsed or built by an available runtime (a real failure, not a skip)."""
-
-
-class BenchError(ToolkitError):
-    """The bench was asked for something it cannot do (e.g. the torch runtime without a checkpoint)."""
 
 
 class InferenceError(ToolkitError):

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.errors import InferenceError, RuntimeLoadError, RuntimeUnavailableError
+from runtimes.errors import InferenceError, RuntimeLoadError, RuntimeOptionError, RuntimeUnavailableError
 from runtimes.ort_cuda_session import create_cuda_session, cuda_prerequisites, probe_cuda
 from runtimes.ort_runtime import OrtRuntime
 
@@ -35,12 +35,20 @@ class OrtCudaRuntime(OrtRuntime):
                  graph_optimization: str = "all", precision: str | None = None) -> None:
         super().__init__(path, threads=threads, graph_optimization=graph_optimization, precision=precision)
         if cudnn_conv_algo_search not in ALGO_SEARCH:
-            raise ValueError(f"cudnn_conv_algo_search {cudnn_conv_algo_search!r}; expected one of {ALGO_SEARCH}")
+            raise RuntimeOptionError(f"cudnn_conv_algo_search {cudnn_conv_algo_search!r}; expected one of "
+                                     f"{', '.join(ALGO_SEARCH)}")
         self.device = "cuda"
         self._device_id, self._algo, self._tf32 = device_id, cudnn_conv_algo_search, allow_tf32
         self._cuda_graph, self._strict = cuda_graph, strict
         self._bindings: dict[tuple, _Binding] = {}
         self.cpu_nodes: list[str] = []
+
+    @classmethod
+    def create(cls, model: str | os.PathLike, options: Any, batch_sizes: tuple[int, ...] = (),
+               io: Any = None) -> "OrtCudaRuntime":
+        return cls(model, cudnn_conv_algo_search=options.cudnn_algo_search, allow_tf32=options.allow_tf32,
+                   cuda_graph=options.cuda_graph, strict=options.strict, threads=options.threads,
+                   graph_optimization=options.graph_optimization)
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:

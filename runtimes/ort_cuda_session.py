@@ -1,7 +1,9 @@
 """Creating ONNX Runtime CUDA sessions that cannot silently fall back to the CPU, and the availability probe."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 from collections import Counter
 from typing import Any, Callable
 
@@ -63,7 +65,9 @@ def _explain_strict_failure(ort, model, make_options, cuda_options) -> None:
 def cuda_prerequisites() -> tuple[bool, str]:
     """Cheap checks first: torch sees a GPU and the CUDA EP is in this onnxruntime build.
 
-    torch is imported first on purpose: its cu13 wheels load the cuBLAS/cuDNN libraries that ORT's CUDA EP needs.
+    torch is imported first on purpose: its cu13 wheels carry the cuBLAS/cuDNN libraries that ORT's CUDA EP needs, and
+    ``onnxruntime.preload_dlls()`` (documented for exactly this) loads them before the EP library is, whichever
+    package was imported first in this process.
     """
     import torch
 
@@ -76,6 +80,9 @@ def cuda_prerequisites() -> tuple[bool, str]:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return False, (f"this onnxruntime build has no CUDA execution provider (providers: "
                        f"{', '.join(ort.get_available_providers())}); {INSTALL_HINT}")
+    if hasattr(ort, "preload_dlls"):
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints (not logs) when a library is missing
+            ort.preload_dlls()
     return True, ""
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.base import Runtime, TensorSpec
-from runtimes.errors import InferenceError, RuntimeLoadError
+from core.contract import TensorSpec
+from core.host import usable_cores
+from runtimes.base import Runtime
+from runtimes.errors import InferenceError, RuntimeLoadError, RuntimeOptionError
 
 GRAPH_OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -17,13 +19,6 @@ INSTALL_HINT = ("pip install 'onnxruntime-gpu==1.31.*' (Linux x86_64; it also ru
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
                "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
                "tensor(bool)": "bool"}
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def ort_errors(ort) -> tuple[type[BaseException], ...]:
@@ -42,7 +37,8 @@ class OrtRuntime(Runtime):
         threads: Intra-op threads (default: the cores this process may use). Always set explicitly.
         inter_op_threads: Inter-op threads (sequential execution uses 1).
         graph_optimization: ``disable``, ``basic``, ``extended`` or ``all``.
-        precision: The graph's precision for reports (default: the file's alexnet_deploy metadata, else fp32).
+        precision: The graph's precision for reports (default: the file's alexnet_deploy metadata, else what the
+            graph holds).
     """
     name = "onnxruntime"
     provider = "CPUExecutionProvider"
@@ -51,13 +47,18 @@ class OrtRuntime(Runtime):
                  graph_optimization: str = "all", precision: str | None = None) -> None:
         super().__init__()
         if graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise ValueError(f"graph_optimization {graph_optimization!r}; expected one of "
-                             f"{', '.join(GRAPH_OPTIMIZATION_LEVELS)}")
+            raise RuntimeOptionError(f"graph optimization level {graph_optimization!r}; expected one of "
+                                     f"{', '.join(GRAPH_OPTIMIZATION_LEVELS)}")
         self.path = Path(path)
         self._threads, self._inter_op_threads = threads or usable_cores(), inter_op_threads
         self._graph_optimization = graph_optimization
         self._precision = precision
         self._session: Any = None
+
+    @classmethod
+    def create(cls, model: str | os.PathLike, options: Any, batch_sizes: tuple[int, ...] = (),
+               io: Any = None) -> "OrtRuntime":
+        return cls(model, threads=options.threads, graph_optimization=options.graph_optimization)
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -76,6 +77,7 @@ class OrtRuntime(Runtime):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                               GRAPH_OPTIMIZATION_LEVELS[self._graph_optimization])
+        so.log_severity_level = 3  # errors only: onnxruntime-gpu's notes about absent GPU providers are noise here
         return so
 
     def _load(self) -> None:
@@ -94,9 +96,9 @@ class OrtRuntime(Runtime):
 
         self._errors = ort_errors(ort)
         s = self._session
-        if self._precision is None:  # the exporter's metadata says; the bench passes what the graph holds
-            raw = s.get_modelmeta().custom_metadata_map.get("alexnet_deploy.precision", '"fp32"')
-            self._precision = raw.strip('"')
+        if self._precision is None:  # the exporter's metadata says, else the graph's ops and weights
+            raw = s.get_modelmeta().custom_metadata_map.get("alexnet_deploy.precision")
+            self._precision = raw.strip('"') if raw else _graph_precision(self.path)
         self.precision = self._precision
         self._inputs = [TensorSpec(i.name, tuple(d if isinstance(d, int) and d > 0 else None for d in i.shape),
                                    _ORT_DTYPES.get(i.type, i.type)) for i in s.get_inputs()]
@@ -134,3 +136,9 @@ class OrtRuntime(Runtime):
         if self._session is not None:
             info["providers"] = self._session.get_providers()
         return info
+
+
+def _graph_precision(path: Path) -> str:
+    from core.onnx_file import read_onnx_info
+
+    return read_onnx_info(path).precision

@@ -1,75 +1,97 @@
-"""The PyTorch reference runtime: a model rebuilt from a checkpoint (or given), eager or torch.compile, CPU or CUDA."""
+"""The PyTorch runtime: an ``nn.Module`` it is given (or a callable returning one), eager or torch.compile, on the CPU
+or CUDA, in the module's precision or in bf16."""
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from runtimes.base import Runtime, TensorSpec
-from runtimes.errors import InferenceError, RuntimeUnavailableError
-from trainer.device import resolve_device
+from core.contract import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME, TensorSpec
+from core.errors import UnavailableError
+from core.host import cpu_has_native_bf16, resolve_device
+from runtimes.base import Runtime
+from runtimes.errors import InferenceError, RuntimeLoadError, RuntimeOptionError, RuntimeUnavailableError
 
-ModelSource = Union[nn.Module, Callable[[], nn.Module], str, os.PathLike]
+ModelSource = Union[nn.Module, Callable[[], nn.Module]]
 
 
 class TorchRuntime(Runtime):
     """Runs an ``nn.Module`` in eval mode under ``torch.inference_mode()``.
 
     Args:
-        model: An ``nn.Module`` (moved to ``device`` and put in eval mode in place), a callable returning one, or a
-            checkpoint path (run folder or ``.safetensors``) loaded with ``trainer.checkpoint.load_checkpoint``.
+        model: An ``nn.Module`` (moved to ``device`` and put in eval mode in place) or a callable returning one (called
+            in ``load``, so a checkpoint is read only when the runtime is used).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available).
         compile: Wrap the model in ``torch.compile(dynamic=False)``; compiling happens on the first call per shape.
         allow_tf32: Allow TF32 matmuls/convolutions on CUDA. Off by default so fp32 parity holds.
         cudnn_benchmark: Let cuDNN pick the fastest convolution per shape on CUDA (the usual eager setting).
+        bf16: Cast the weights to bf16 and compute in bf16 (inputs and outputs stay float32); needs native bf16.
+        source: What the model is (e.g. its checkpoint path), for reports.
         input_name, output_name, input_shape: The I/O contract (names as in the ONNX graph; shape without batch).
     """
     name = "torch"
+    runs_onnx = False
 
     def __init__(self, model: ModelSource, *, device: str = "cpu", compile: bool = False, allow_tf32: bool = False,
-                 cudnn_benchmark: bool = True, input_name: str = "input", output_name: str = "logits",
-                 input_shape: Sequence[int] = (3, 227, 227)) -> None:
+                 cudnn_benchmark: bool = True, bf16: bool = False, source: str | None = None,
+                 input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
+                 input_shape: Sequence[int] = INPUT_SHAPE) -> None:
         super().__init__()
         self._source, self._device_name, self._compile = model, device, compile
-        self._allow_tf32, self._cudnn_benchmark = allow_tf32, cudnn_benchmark
+        self._allow_tf32, self._cudnn_benchmark, self._bf16 = allow_tf32, cudnn_benchmark, bf16
         self._input_name, self._output_name, self._input_shape = input_name, output_name, tuple(input_shape)
         self._model: Any = None
         self._saved_flags: tuple[bool, bool, bool] | None = None
-        self.checkpoint_path: str | None = None
+        self.source = source
+
+    @classmethod
+    def create(cls, model: ModelSource, options: Any, batch_sizes: tuple[int, ...] = (),
+               io: Any = None) -> "TorchRuntime":
+        if options.precision not in (None, "fp32", "bf16"):
+            raise RuntimeOptionError(f"torch: precision {options.precision!r}; expected bf16 or the model's own")
+        names = {} if io is None else {"input_name": io[0].name, "output_name": io[1].name,
+                                       "input_shape": io[0].shape[1:]}
+        return cls(model, device=options.device, compile=options.compile, allow_tf32=options.allow_tf32,
+                   bf16=options.precision == "bf16", **names)
+
+    @classmethod
+    def supports(cls, precision: str) -> tuple[bool, str]:
+        if precision == "bf16" and not (cpu_has_native_bf16() or torch.cuda.is_available()):
+            return False, "torch bf16: this CPU has no native bf16 (avx512_bf16 or AMX) and there is no CUDA GPU"
+        return True, ""
 
     def _load(self) -> None:
-        device = _resolve_device(self._device_name)
-        model = self._build_model()
+        try:
+            device = resolve_device(self._device_name)
+        except UnavailableError as e:
+            raise RuntimeUnavailableError(f"torch: {e}") from None
+        model = self._source if isinstance(self._source, nn.Module) else self._source()
+        if not isinstance(model, nn.Module):
+            raise RuntimeLoadError(f"torch runtime: expected an nn.Module (or a callable returning one), got "
+                                   f"{type(model).__name__}")
         self.device = device.type
+        if self._bf16:
+            self._check_bf16(device)
         if device.type == "cuda":
             self._saved_flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
                                  torch.backends.cudnn.benchmark)
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self._allow_tf32
             torch.backends.cudnn.benchmark = self._cudnn_benchmark
             self.stream = torch.cuda.Stream(device=device)
-        model = model.eval().to(device)
+        model = model.eval().to(device, dtype=torch.bfloat16 if self._bf16 else None)
         param = next(model.parameters(), None)
         self.precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(getattr(param, "dtype", None), "fp32")
         self._dtype = torch.float32 if param is None else param.dtype
         self._model = torch.compile(model, dynamic=False) if self._compile else model
         self._torch_device = device
 
-    def _build_model(self) -> nn.Module:
-        source = self._source
-        if isinstance(source, (str, os.PathLike)):
-            from trainer.checkpoint import load_checkpoint
-
-            ckpt = load_checkpoint(source)
-            self.checkpoint_path = str(ckpt.path)
-            return ckpt.build_model()
-        model = source if isinstance(source, nn.Module) else source()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"torch runtime: expected an nn.Module (or a callable returning one), got "
-                            f"{type(model).__name__}")
-        return model
+    def _check_bf16(self, device: torch.device) -> None:
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+        if not native:
+            raise RuntimeUnavailableError(f"torch bf16 on {device}: no native bf16 here (emulated bf16 is slower "
+                                          "than fp32 and would misreport the precision)")
 
     def _close(self) -> None:
         if self._saved_flags is not None:  # these are process-wide: leave them as found
@@ -79,7 +101,7 @@ class TorchRuntime(Runtime):
         self._model = self._x = self._y = None
 
     def _input_specs(self) -> list[TensorSpec]:
-        dtype = {torch.float16: "float16"}.get(self._dtype, "float32")
+        dtype = {torch.float16: "float16"}.get(self._dtype, "float32")  # bf16 models take float32 (no NumPy bf16)
         return [TensorSpec(self._input_name, (None, *self._input_shape), dtype)]
 
     def _output_names(self) -> list[str]:
@@ -91,7 +113,7 @@ class TorchRuntime(Runtime):
             with self._stream_context():
                 x = x.to(self._torch_device)
             self.stream.synchronize()
-        self._x = x
+        self._x = x.to(torch.bfloat16) if self._bf16 else x
 
     def _run(self) -> None:
         try:
@@ -102,21 +124,12 @@ class TorchRuntime(Runtime):
                 from None
 
     def _fetch(self) -> dict[str, np.ndarray]:
-        return {self._output_name: self._y.detach().to("cpu").numpy().copy()}
+        return {self._output_name: self._y.detach().to("cpu", torch.float32 if self._bf16 else None).numpy().copy()}
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info.update(compile=self._compile, allow_tf32=self._allow_tf32, cudnn_benchmark=self._cudnn_benchmark,
-                    threads=torch.get_num_threads(),
-                    checkpoint=self.checkpoint_path)
+                    threads=torch.get_num_threads(), model=self.source)
         if self.device == "cuda" and self._loaded:
             info["gpu"] = torch.cuda.get_device_name(self._torch_device)
         return info
-
-
-def _resolve_device(name: str) -> torch.device:
-    """The trainer's device rules (bad names and indices are errors), with a missing GPU as "unavailable" (exit 3)."""
-    if name != "auto" and name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeUnavailableError(f"torch on {name}: no CUDA GPU here (torch.cuda.is_available() is False); "
-                                      "use device 'cpu' or 'auto'")
-    return resolve_device(name)

@@ -9,15 +9,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from core.contract import MAX_BATCH
 from runtimes.errors import RuntimeLoadError
-from trainer.fileio import sha256_file, write_bytes_atomic
+from core.fileio import sha256_file, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 1
-DEFAULT_MAX_BATCH = 256   # export.spec.MAX_BATCH: the exported graphs' batch upper bound
+MANIFEST_FORMAT = 2       # 2: one profile per batch size ("profiles"); format-1 entries are rebuilt
 # Fields that identify an engine: a cached plan whose manifest differs in any of them is rebuilt, never run.
-KEY_FIELDS = ("format", "onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "profile", "flags")
+KEY_FIELDS = ("format", "onnx_sha256", "tensorrt_version", "gpu_name", "compute_capability", "profiles", "flags")
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,18 @@ class BatchProfile:
         return asdict(self)
 
 
-def batch_profile(input_shape: Sequence[int | None], batch_sizes: Iterable[int] = (), opt_batch: int | None = None,
-                  max_batch: int = DEFAULT_MAX_BATCH) -> BatchProfile:
-    """The profile for an input of shape ``(batch, *rest)``; ``None`` or negative = dynamic.
+def batch_profiles(input_shape: Sequence[int | None], batch_sizes: Iterable[int] = (),
+                   max_batch: int = MAX_BATCH) -> tuple[BatchProfile, ...]:
+    """The optimisation profiles for an input of shape ``(batch, *rest)``; ``None`` or negative = dynamic.
 
-    A static batch gives ``min = opt = max``. A dynamic one covers 1..max(max_batch, requested sizes), with ``opt`` =
-    ``opt_batch`` or the largest requested size (TensorRT tunes kernels for ``opt``).
+    TensorRT tunes each profile's kernels for its ``opt`` batch, so a dynamic batch gets one general profile first
+    (1..max(max_batch, requested sizes), ``opt`` = the largest requested size; it runs any other batch size) and then
+    one exact profile per requested size (``min = opt = max``), which the runtime selects when it runs that size: batch
+    1 latency is then measured on kernels chosen for batch 1, not for the largest batch. A static batch gives one
+    profile of that size.
 
     Raises:
-        RuntimeLoadError: a dynamic non-batch dimension, a static batch that the requested sizes do not match, or an
-            inconsistent ``opt_batch``.
+        RuntimeLoadError: a dynamic non-batch dimension, or a static batch that the requested sizes do not match.
     """
     dims = [None if d is None or d < 0 else int(d) for d in input_shape]
     if not dims:
@@ -62,20 +64,28 @@ def batch_profile(input_shape: Sequence[int | None], batch_sizes: Iterable[int] 
         if wrong:
             raise RuntimeLoadError(f"TensorRT profile: the graph has a static batch of {dims[0]}; cannot run batch "
                                    f"size(s) {wrong}")
-        return BatchProfile(dims[0], dims[0], dims[0])
+        return (BatchProfile(dims[0], dims[0], dims[0]),)
+    if requested and requested[0] < 1:
+        raise RuntimeLoadError(f"TensorRT profile: batch sizes must be >= 1, got {requested}")
     top = max([max_batch, *requested])
-    opt = opt_batch or (requested[-1] if requested else min(32, top))
-    if not 1 <= opt <= top:
-        raise RuntimeLoadError(f"TensorRT profile: opt batch {opt} outside 1..{top}")
-    return BatchProfile(1, opt, top)
+    general = BatchProfile(1, requested[-1] if requested else min(32, top), top)
+    return (general, *(BatchProfile(b, b, b) for b in requested))
+
+
+def profile_for(profiles: Sequence[BatchProfile], batch: int) -> int | None:
+    """The index of the profile tuned exactly for ``batch``, else of the first that covers it, else None."""
+    exact = [i for i, p in enumerate(profiles) if p.min == p.max == batch]
+    covering = [i for i, p in enumerate(profiles) if p.contains(batch)]
+    return (exact or covering or [None])[0]
 
 
 def engine_manifest(onnx_sha256: str, tensorrt_version: str, gpu_name: str, compute_capability: str,
-                    profile: BatchProfile, flags: dict[str, Any]) -> dict[str, Any]:
-    """Everything an engine depends on; its hash names the cache entry."""
+                    profiles: Sequence[BatchProfile], flags: dict[str, Any]) -> dict[str, Any]:
+    """Everything an engine depends on; its hash names the cache entry. ``profile`` is profile 0, the one that
+    covers every batch size (what Triton's TensorRT backend uses by default)."""
     return {"format": MANIFEST_FORMAT, "onnx_sha256": onnx_sha256, "tensorrt_version": tensorrt_version,
-            "gpu_name": gpu_name, "compute_capability": compute_capability, "profile": profile.to_dict(),
-            "flags": dict(sorted(flags.items()))}
+            "gpu_name": gpu_name, "compute_capability": compute_capability, "profile": profiles[0].to_dict(),
+            "profiles": [p.to_dict() for p in profiles], "flags": dict(sorted(flags.items()))}
 
 
 def manifest_key(manifest: dict[str, Any]) -> str:
@@ -129,6 +139,13 @@ def find_engines(cache_dir: str | os.PathLike, onnx_sha256: str) -> list[tuple[P
             continue
         found.append((engine, manifest))
     return sorted(found, key=lambda item: item[0].stat().st_mtime, reverse=True)
+
+
+def timing_cache_path(cache_dir: str | os.PathLike, tensorrt_version: str, gpu_name: str) -> Path:
+    """The timing cache for one TensorRT version on one GPU model: H100 and H200 share a compute capability but
+    not their tactics' timings."""
+    gpu = "".join(c if c.isalnum() else "-" for c in gpu_name).strip("-").lower()
+    return Path(cache_dir) / f"timing-{tensorrt_version}-{gpu}.cache"
 
 
 def store_engine(cache_dir: str | os.PathLike, manifest: dict[str, Any], plan: bytes) -> Path:

@@ -10,10 +10,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from runtimes.base import Runtime, TensorSpec
+from core.contract import MAX_BATCH, TensorSpec
+from core.fileio import write_bytes_atomic
+from core.paths import default_cache_dir
+from runtimes.base import Runtime
 from runtimes.errors import InferenceError, InputMismatchError, RuntimeLoadError, RuntimeUnavailableError
-from runtimes.trt_engine import (DEFAULT_MAX_BATCH, batch_profile, engine_manifest, format_parser_errors,
-                                 lookup_engine, store_engine)
+from runtimes.trt_engine import (batch_profiles, engine_manifest, format_parser_errors, lookup_engine, profile_for,
+                                 store_engine, timing_cache_path)
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = ("install the tensorrt extra from NVIDIA's index: "
@@ -21,9 +24,16 @@ INSTALL_HINT = ("install the tensorrt extra from NVIDIA's index: "
 
 
 def default_engine_cache() -> Path:
-    from trainer.synthetic import default_cache_dir
-
     return default_cache_dir() / "trt-engines"
+
+
+@functools.cache
+def _logger():
+    """The process's one trt.Logger: TensorRT keeps a single global logger, and a second live instance warns and
+    can be left dangling when its adapter is collected."""
+    import tensorrt as trt
+
+    return trt.Logger(trt.Logger.WARNING)
 
 
 class TensorRTRuntime(Runtime):
@@ -32,26 +42,33 @@ class TensorRTRuntime(Runtime):
     Args:
         path: The ONNX file.
         cache_dir: Engine cache (default ``~/.cache/alexnet-deploy/trt-engines``); entries are keyed by the ONNX
-            sha256, TensorRT version, GPU name and compute capability, profile and flags, with a JSON manifest.
-        batch_sizes: Batch sizes that will be run: the profile covers them (``opt`` = the largest unless given).
-        opt_batch, max_batch: Profile overrides for a dynamic batch (min is 1).
+            sha256, TensorRT version, GPU name and compute capability, profiles and flags, with a JSON manifest.
+        batch_sizes: Batch sizes that will be run: each gets an optimisation profile of its own, selected when that
+            size runs, plus a general profile for any other size up to ``max_batch``.
+        max_batch: The general profile's largest batch (dynamic-batch graphs).
         workspace_bytes: Builder workspace limit.
         allow_tf32: Let fp32 layers use TF32. Off by default so fp32 parity holds.
         optimization_level: ``builder_optimization_level`` 0–5 (None = TensorRT's default, 3).
     """
     name = "tensorrt"
+    preferred_lrn = "native"  # TensorRT has an LRN layer; the conv form would cost a 1x1 conv per LRN
 
     def __init__(self, path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
-                 batch_sizes: Sequence[int] = (), opt_batch: int | None = None, max_batch: int = DEFAULT_MAX_BATCH,
-                 workspace_bytes: int = 1 << 30, allow_tf32: bool = False, optimization_level: int | None = None,
-                 device_id: int = 0, precision: str | None = None) -> None:
+                 batch_sizes: Sequence[int] = (), max_batch: int = MAX_BATCH, workspace_bytes: int = 1 << 30,
+                 allow_tf32: bool = False, optimization_level: int | None = None, device_id: int = 0) -> None:
         super().__init__()
         self.device, self.path = "cuda", Path(path)
-        self._cache_dir, self._batch_sizes = cache_dir, batch_sizes
-        self._opt_batch, self._max_batch = opt_batch, max_batch
+        self._cache_dir, self._batch_sizes, self._max_batch = cache_dir, tuple(batch_sizes), max_batch
         self._workspace, self._tf32, self._opt_level = workspace_bytes, allow_tf32, optimization_level
-        self._device_id, self._precision = device_id, precision
+        self._device_id = device_id
         self.details: dict[str, Any] = {}
+
+    @classmethod
+    def create(cls, model: str | os.PathLike, options: Any, batch_sizes: tuple[int, ...] = (),
+               io: Any = None) -> "TensorRTRuntime":
+        return cls(model, cache_dir=options.engine_cache, batch_sizes=batch_sizes,
+                   workspace_bytes=options.workspace_mb << 20, allow_tf32=options.allow_tf32,
+                   optimization_level=options.optimization_level)
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -64,49 +81,55 @@ class TensorRTRuntime(Runtime):
         import tensorrt as trt
         import torch
 
-        from runtimes.onnx_info import model_sha256, read_onnx_info
+        from core.onnx_file import model_sha256, read_onnx_info
 
         self._torch_device = torch.device("cuda", self._device_id)
         torch.cuda.set_device(self._torch_device)  # TensorRT builds and runs on the current device
         info = read_onnx_info(self.path)
-        self.precision = self._precision or info.precision
-        self._profile = batch_profile(info.inputs[0].shape, self._batch_sizes, self._opt_batch, self._max_batch)
+        self.precision = info.precision
+        self._profiles = batch_profiles(info.inputs[0].shape, self._batch_sizes, self._max_batch)
         props = torch.cuda.get_device_properties(self._torch_device)
         capability = f"{props.major}.{props.minor}"
         flags = {"tf32": self._tf32, "workspace_bytes": self._workspace, "optimization_level": self._opt_level}
-        manifest = engine_manifest(model_sha256(self.path), trt.__version__, props.name, capability, self._profile,
+        manifest = engine_manifest(model_sha256(self.path), trt.__version__, props.name, capability, self._profiles,
                                    flags)
         cache_dir = Path(self._cache_dir) if self._cache_dir else default_engine_cache()
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._trt_runtime = trt.Runtime(self._logger)
         start = time.perf_counter()
-        engine, plan_path, source = None, lookup_engine(cache_dir, manifest), "cache"
-        if plan_path is not None:
-            engine = self._trt_runtime.deserialize_cuda_engine(plan_path.read_bytes())
-            if engine is None:  # built by another TensorRT/GPU despite the manifest: never run it, rebuild
-                log.warning("tensorrt: cached engine %s cannot be deserialized here; rebuilding", plan_path)
+        engine, source = self._engine_from_cache(trt, cache_dir, manifest)
         if engine is None:
             source = "built"
-            plan = self._build(trt, cache_dir / f"timing-{trt.__version__}-sm{capability}.cache")
-            plan_path = store_engine(cache_dir, manifest, plan)
+            plan = self._build(trt, timing_cache_path(cache_dir, trt.__version__, props.name))
+            self._plan_path = store_engine(cache_dir, manifest, plan)
             engine = self._trt_runtime.deserialize_cuda_engine(plan)
             if engine is None:
                 raise RuntimeLoadError("tensorrt: the freshly built engine cannot be deserialized (see the log above)")
-        self.details = {"engine_source": source, "engine_path": str(plan_path), "tensorrt_version": trt.__version__,
-                        "engine_s": round(time.perf_counter() - start, 3), "profile": self._profile.to_dict(),
-                        "gpu": props.name, "compute_capability": capability, **flags}
-        self._engine, self._context = engine, engine.create_execution_context()
+        self.details = {"engine_source": source, "engine_path": str(self._plan_path),
+                        "tensorrt_version": trt.__version__, "engine_s": round(time.perf_counter() - start, 3),
+                        "profiles": [p.to_dict() for p in self._profiles], "gpu": props.name,
+                        "compute_capability": capability, **flags}
+        self._engine = engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._in_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._out_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self._contexts: dict[int, Any] = {}
         self._buffers: dict[tuple, dict[str, Any]] = {}
         self.stream = torch.cuda.Stream(device=self._torch_device)
 
+    def _engine_from_cache(self, trt, cache_dir: Path, manifest: dict[str, Any]):
+        self._trt_runtime = trt.Runtime(_logger())
+        self._plan_path = lookup_engine(cache_dir, manifest)
+        if self._plan_path is None:
+            return None, "built"
+        engine = self._trt_runtime.deserialize_cuda_engine(self._plan_path.read_bytes())
+        if engine is None:  # built by another TensorRT/GPU despite the manifest: never run it, rebuild
+            log.warning("tensorrt: cached engine %s cannot be deserialized here; rebuilding", self._plan_path)
+        return engine, "cache"
+
     def _build(self, trt, timing_cache: Path) -> bytes:
-        builder = trt.Builder(self._logger)
+        builder = trt.Builder(_logger())
         network = builder.create_network(0)  # strongly typed is the only mode in TensorRT 11
-        parser = trt.OnnxParser(network, self._logger)
+        parser = trt.OnnxParser(network, _logger())
         if not parser.parse_from_file(str(self.path)):  # also finds external data next to the file
             raise RuntimeLoadError(format_parser_errors([parser.get_error(i) for i in range(parser.num_errors)]))
         config = builder.create_builder_config()
@@ -117,22 +140,32 @@ class TensorRTRuntime(Runtime):
             config.builder_optimization_level = self._opt_level
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
         if any(d < 0 for inp in inputs for d in inp.shape):
-            profile = builder.create_optimization_profile()
-            for inp in inputs:
-                profile.set_shape(inp.name, *self._profile.shapes(tuple(inp.shape)[1:]))
-            config.add_optimization_profile(profile)
-        blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), False)  # False: a mismatching cache is an error
+            for batch in self._profiles:
+                profile = builder.create_optimization_profile()
+                for inp in inputs:
+                    profile.set_shape(inp.name, *batch.shapes(tuple(inp.shape)[1:]))
+                config.add_optimization_profile(profile)
+        self._use_timing_cache(config, timing_cache)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise RuntimeLoadError("tensorrt: engine build failed (the TensorRT log above says why)")
-        timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+        cache = config.get_timing_cache()
+        if cache is not None:  # None when TensorRT dropped it; the next build starts empty, that is all
+            write_bytes_atomic(timing_cache, bytes(cache.serialize()))
         return bytes(plan)
 
+    @staticmethod
+    def _use_timing_cache(config, path: Path) -> None:
+        """Start from the saved timing cache; one that does not match this TensorRT/GPU is replaced by an empty one."""
+        blob = path.read_bytes() if path.is_file() else b""
+        if not config.set_timing_cache(config.create_timing_cache(blob), False):  # False: refuse a mismatch
+            log.warning("tensorrt: timing cache %s does not match this TensorRT/GPU; starting an empty one", path)
+            config.set_timing_cache(config.create_timing_cache(b""), False)
+
     def _close(self) -> None:
-        self._buffers = {}
-        self._context = self._engine = self._trt_runtime = None
+        # Device memory goes with the last reference: buffers, contexts (which keep the engine alive) and the stream.
+        self._buffers, self._contexts, self._buf, self._ctx = {}, {}, None, None
+        self._engine = self._trt_runtime = None
 
     def _input_specs(self) -> list[TensorSpec]:
         return [TensorSpec(n, tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(n)),
@@ -141,16 +174,33 @@ class TensorRTRuntime(Runtime):
     def _output_names(self) -> list[str]:
         return list(self._out_names)
 
+    def _context(self, batch: int):
+        """The execution context of the profile for ``batch`` (created once, its profile selected once)."""
+        index = profile_for(self._profiles, batch)
+        if index is None:
+            bounds = ", ".join(f"{p.min}..{p.max}" for p in self._profiles)
+            raise InputMismatchError(f"tensorrt: batch {batch} is outside the engine's profiles ({bounds})")
+        if index not in self._contexts:
+            import tensorrt as trt
+
+            # ON_PROFILE_CHANGE: activation memory sized for this context's one profile; the default (STATIC) sizes
+            # every context for the largest profile, k profiles' worth of memory for k contexts.
+            context = self._engine.create_execution_context(trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE)
+            if not context.set_optimization_profile_async(index, self.stream.cuda_stream):
+                raise RuntimeLoadError(f"tensorrt: cannot select optimisation profile {index}")
+            self.stream.synchronize()
+            self._contexts[index] = context
+        return self._contexts[index]
+
     def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
         import torch
 
+        ctx = self._ctx = self._context(feeds[self._in_names[0]].shape[0])
         for name in self._in_names:
-            if not self._profile.contains(feeds[name].shape[0]):
-                raise InputMismatchError(f"tensorrt: input {name!r} has batch {feeds[name].shape[0]}, outside the "
-                                         f"engine's profile {self._profile.min}..{self._profile.max}")
-        ctx, key = self._context, tuple((n, feeds[n].shape) for n in self._in_names)
-        for name in self._in_names:
-            ctx.set_input_shape(name, tuple(feeds[name].shape))
+            if not ctx.set_input_shape(name, tuple(feeds[name].shape)):
+                raise InputMismatchError(f"tensorrt: input {name!r} shape {feeds[name].shape} is outside the engine's "
+                                         "profile")
+        key = tuple((n, feeds[n].shape) for n in self._in_names)
         if key not in self._buffers:
             shapes = {n: tuple(feeds[n].shape) for n in self._in_names}
             shapes.update({n: tuple(ctx.get_tensor_shape(n)) for n in self._out_names})
@@ -158,14 +208,15 @@ class TensorRTRuntime(Runtime):
                                   for n, s in shapes.items()}
         self._buf = self._buffers[key]
         for name, tensor in self._buf.items():
-            ctx.set_tensor_address(name, tensor.data_ptr())
+            if not ctx.set_tensor_address(name, tensor.data_ptr()):
+                raise InferenceError(f"tensorrt: cannot bind tensor {name!r} (see the TensorRT log above)")
         with self._stream_context():
             for name in self._in_names:
                 self._buf[name].copy_(torch.from_numpy(feeds[name]))
         self.stream.synchronize()
 
     def _run(self) -> None:
-        if not self._context.execute_async_v3(self.stream.cuda_stream):
+        if not self._ctx.execute_async_v3(self.stream.cuda_stream):
             raise InferenceError("tensorrt: execute_async_v3 failed (see the TensorRT log above)")
 
     def _fetch(self) -> dict[str, np.ndarray]:
@@ -183,6 +234,9 @@ def _torch_dtype(dtype: np.dtype):
 
 @functools.cache
 def _probe() -> tuple[bool, str]:
+    # torch first: its cu13 wheels load the CUDA libraries TensorRT's then finds already in the process.
+    import torch
+
     try:
         import tensorrt as trt
     except (ImportError, OSError) as e:
@@ -190,8 +244,6 @@ def _probe() -> tuple[bool, str]:
                       f"{INSTALL_HINT}"
     if int(trt.__version__.split(".")[0]) < 11:
         return False, f"TensorRT {trt.__version__} found, but this adapter uses the TensorRT 11 API; {INSTALL_HINT}"
-    import torch
-
     if not torch.cuda.is_available():
         return False, ("no CUDA GPU here (torch.cuda.is_available() is False); TensorRT 11 needs an NVIDIA GPU "
                        "(Turing or newer) with an R580+ driver")

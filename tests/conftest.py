@@ -1,13 +1,7 @@
-"""Shared fixtures: a registry of tiny models (each with a check), ONNX export helpers and a small AlexNet "run".
-
-Any test package can use them: ``model_cases`` (the registry), ``onnx_exporter`` (export a module to ONNX the way the
-project does: dynamo, one file, IR 10, dynamic batch), ``tiny_onnx`` (a tiny conv net, exported once per session) and
-``alexnet_run`` (a random-init AlexNet checkpoint + a few images + its ONNX export with alexnet_deploy metadata).
-"""
+"""Shared fixtures (built from tests/helpers.py): the tiny-model registry, the project's ONNX export, a tiny conv
+net's ONNX file, a small AlexNet "run", the two image folders, and checkpoints and exports on the shapes data."""
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -15,82 +9,32 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-
-class TinyConvNet(nn.Module):
-    """Conv → ReLU → pool → Linear on 3×16×16 inputs: exports and runs in milliseconds."""
-
-    def __init__(self, num_classes: int = 5) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
-        self.pool = nn.MaxPool2d(2)
-        self.fc = nn.Linear(8 * 8 * 8, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
-
-
-@dataclass(frozen=True)
-class ModelCase:
-    """One registry entry: how to build the model and what a correct output looks like."""
-    name: str
-    build: Callable[[], nn.Module]   # deterministic (seeded), eval mode
-    input_shape: tuple[int, ...]     # one sample, without the batch dimension
-    num_classes: int
-
-    def sample(self, batch: int, seed: int = 0) -> np.ndarray:
-        return np.random.default_rng(seed).standard_normal((batch, *self.input_shape), dtype=np.float32)
-
-    def check(self, logits: np.ndarray, batch: int) -> None:
-        assert logits.shape == (batch, self.num_classes), f"{self.name}: logits shape {logits.shape}"
-        assert logits.dtype == np.float32 and np.all(np.isfinite(logits)), f"{self.name}: bad logits"
-
-
-def _seeded(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-    def build() -> nn.Module:
-        torch.manual_seed(0)
-        return factory().eval()
-    return build
-
-
-def _alexnet(num_classes: int = 10) -> nn.Module:
-    from trainer.model import AlexNet
-
-    return AlexNet(num_classes)
-
-
-MODEL_CASES = {
-    "tiny-conv": ModelCase("tiny-conv", _seeded(TinyConvNet), (3, 16, 16), 5),
-    "alexnet": ModelCase("alexnet", _seeded(_alexnet), (3, 227, 227), 10),  # 227×227 only; a couple of batches
-}
-
-
-def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...], *, dynamic_batch: bool = True,
-                batch: int = 2, meta=None) -> Path:
-    """Export like the project: dynamo, weights inside the file, input ``input`` / output ``logits``, IR <= 10."""
-    import onnx
-
-    from export.metadata import write_metadata
-
-    path = Path(path)
-    arg = next(iter(inspect.signature(model.forward).parameters))
-    dynamic = {arg: {0: torch.export.Dim("batch", min=1, max=256)}} if dynamic_batch else None
-    x = torch.randn(batch, *input_shape)
-    torch.onnx.export(model.eval(), (x,), str(path), dynamo=True, external_data=False, input_names=["input"],
-                      output_names=["logits"], dynamic_shapes=dynamic, verbose=False)
-    proto = onnx.load(str(path))
-    proto.ir_version = min(proto.ir_version, 10)  # ORT 1.31 rejects IR > 13; TensorRT 11 parses IR 10
-    if meta is not None:
-        write_metadata(proto, meta)
-    onnx.save(proto, str(path))
-    return path
+from tests.helpers import MODEL_CASES, ModelCase, _alexnet, export_onnx, make_checkpoint, make_image_folder
+from trainer.checkpoint import save_checkpoint
+from trainer.data import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _require_exporter() -> None:
     """The dynamo exporter needs onnx and onnxscript: skip (with the reason) where they are not installed."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A fresh, writable folder of 3 classes × 5 small PNGs (tests may break it)."""
+    return make_image_folder(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory) -> Path:
+    """The built-in shapes data in miniature, shared read-only: 6 classes x 4 images of 64 px (18 training and 6
+    validation images)."""
+    from trainer.synthetic import SyntheticSpec, ensure_synthetic_dataset
+
+    return ensure_synthetic_dataset(root=tmp_path_factory.mktemp("data"),
+                                    spec=SyntheticSpec(images_per_class=4, image_size=64))
 
 
 @pytest.fixture(scope="session")
@@ -120,10 +64,10 @@ def alexnet_run(tmp_path_factory) -> SimpleNamespace:
     _require_exporter()
     from PIL import Image
 
-    from export.metadata import OnnxMeta
+    from core.onnx_file import OnnxMeta
     from trainer.checkpoint import model_metadata, save_checkpoint
     from trainer.data import IMAGENET_MEAN, IMAGENET_STD
-    from trainer.fileio import sha256_file
+    from core.fileio import sha256_file
 
     root = tmp_path_factory.mktemp("alexnet-run")
     classes = ["dark", "light"]
@@ -143,3 +87,67 @@ def alexnet_run(tmp_path_factory) -> SimpleNamespace:
     onnx_path = export_onnx(model, root / "model.onnx", (3, 227, 227), meta=meta)
     return SimpleNamespace(root=root, run_dir=root / "run", weights=weights, onnx_path=onnx_path, model=model,
                            classes=classes, data_dir=root / "data")
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory, shapes_data) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("run"), data=shapes_data)
+
+
+@pytest.fixture(scope="session")
+def confident_checkpoint(tmp_path_factory, shapes_data) -> Path:
+    """A checkpoint fitted to every image of ``shapes_data``, so its validation predictions have a trained model's
+    margins. A random-weight model's top-1/top-2 gaps are smaller than int8 rounding noise (and scaling fc8 scales
+    both), so int8 agreement on it measures luck, not the export."""
+    from trainer.checkpoint import load_checkpoint
+    from trainer.data import ImageListDataset, eval_transform, find_split
+
+    run = make_checkpoint(tmp_path_factory.mktemp("confident"), data=shapes_data)
+    ckpt = load_checkpoint(run)
+    split = find_split(shapes_data)
+    dataset = ImageListDataset(split.train + split.val, eval_transform(IMAGENET_MEAN, IMAGENET_STD))
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    labels = torch.tensor([label for _, label in dataset.samples])
+    model = ckpt.build_model()
+    model.classifier.drop6.p = model.classifier.drop7.p = 0.0  # fit quickly; dropout is gone at export anyway
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.01:
+            break
+    save_checkpoint(run, model.state_dict(), ckpt.meta)
+    return run
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, checkpoint) -> Callable:
+    """``exported(precision, **spec_fields)`` → ExportResult, each combination exported once per session."""
+    from export.exporter import export_onnx
+    from export.spec import ExportSpec
+
+    cache: dict = {}
+    folder = tmp_path_factory.mktemp("onnx")
+
+    def get(precision: str = "fp32", **fields):
+        key = (precision, tuple(sorted(fields.items())))
+        if key not in cache:
+            name = "-".join([precision] + [f"{k}{v}" for k, v in sorted(fields.items())]) + ".onnx"
+            cache[key] = export_onnx(checkpoint, folder / name, ExportSpec(precision=precision, **fields))
+        return cache[key]
+
+    return get
+
+
+# Fixtures that export or fit a full AlexNet (5-25 s each on 2 cores): every test that uses one is slow, so
+# `pytest -m "not slow"` stays the quick subset without a mark to forget.
+_SLOW_FIXTURES = {"alexnet_run", "exported", "confident_checkpoint"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -21,9 +21,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from trainer.errors import CheckpointError, first_line
-from trainer.fileio import atomic_path, write_json_atomic, write_text_atomic
-from trainer.model import ARCHITECTURE, INPUT_SHAPE, AlexNet, build_model
+from trainer.errors import CheckpointError
+from core.errors import first_line
+from core.fileio import atomic_path, write_json_atomic, write_text_atomic
+from trainer.model import ARCHITECTURE, AlexNet, build_model
+from core.contract import INPUT_SHAPE
 
 FORMAT = "alexnet-deploy/checkpoint"
 FORMAT_VERSION = 1

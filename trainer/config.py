@@ -1,9 +1,11 @@
 """TrainConfig: every training setting with its default, one field per CLI option (``--batch-size`` ↔ batch_size)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from core.errors import UsageError
 from trainer.data import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
 
 
@@ -60,6 +62,64 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def validate(self) -> None:
+        """Every value in range and finite, checked before anything is read or written (a NaN learning rate would
+        otherwise train a NaN model, a seed beyond 2**32 overflow the generators).
+
+        Raises:
+            UsageError: naming the option (``--lr``), what it must be and what it is.
+        """
+        a, es, rl = self.augment, self.early_stopping, self.reduce_lr
+        checks = [
+            ("--epochs", self.epochs, 1, 100_000, True), ("--batch-size", self.batch_size, 1, 65_536, True),
+            ("--lr", self.lr, 0, 10, False), ("--momentum", self.momentum, 0, 1, True),
+            ("--weight-decay", self.weight_decay, 0, 10, True), ("--warmup-epochs", self.warmup_epochs, 0, 100_000, True),
+            ("--dropout", self.dropout, 0, 1, "max_open"), ("--val-split", self.val_split, 0, 1, False),
+            ("--seed", self.seed, 0, 2**32 - 1, True), ("--rotation", a.rotation_deg, 0, 180, True),
+            ("--zoom MIN", a.zoom[0], 0, 100, "max_closed"), ("--zoom MAX", a.zoom[1], 0, 100, "max_closed"),
+            ("--es-patience", es.patience, 0, 100_000, True), ("--es-min-delta", es.min_delta, -1e9, 1e9, True),
+            ("--es-start-from-epoch", es.start_from_epoch, 0, 100_000, True),
+            ("--rlr-factor", rl.factor, 0, 1, False), ("--rlr-patience", rl.patience, 0, 100_000, True),
+            ("--rlr-min-lr", rl.min_lr, 0, 10, True), ("--rlr-min-delta", rl.min_delta, -1e9, 1e9, True),
+            ("--rlr-cooldown", rl.cooldown, 0, 100_000, True), ("--workers", self.workers, -1, 1024, True)]
+        checks += [("--es-baseline", es.baseline, -1e30, 1e30, True)] if es.baseline is not None else []
+        checks += [(f"--mean[{i}]", v, -1e6, 1e6, True) for i, v in enumerate(self.mean)]
+        checks += [(f"--std[{i}]", v, 0, 1e6, "max_closed") for i, v in enumerate(self.std)]
+        for option, value, low, high, closed in checks:
+            _check_range(option, value, low, high, closed)
+        if a.zoom[0] > a.zoom[1]:
+            raise UsageError(f"--zoom needs MIN <= MAX, got {a.zoom[0]:g},{a.zoom[1]:g}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise UsageError(f"--mean and --std take 3 values (R,G,B), got {len(self.mean)} and {len(self.std)}")
+        for option, value, allowed in (("--optimizer", self.optimizer, ("adamw", "sgd")),
+                                       ("--amp", self.amp, ("auto", "off", "bf16", "fp16")),
+                                       ("--es-mode", es.mode, ("auto", "min", "max")),
+                                       ("--rlr-mode", rl.mode, ("auto", "min", "max"))):
+            if value not in allowed:
+                raise UsageError(f"{option} {value!r}; expected one of {', '.join(allowed)}")
+
+    @classmethod
+    def from_flat(cls, **opts: Any) -> "TrainConfig":
+        """From flat settings named as the command-line options are (``rotation``, ``es_patience``, ``rlr_factor``,
+        ``no_augment``...); settings it does not know are ignored, missing ones keep their defaults."""
+        def pick(prefix: str, config_cls) -> dict[str, Any]:
+            names = {f.name for f in fields(config_cls)}
+            return {k[len(prefix):]: v for k, v in opts.items() if k.startswith(prefix) and k[len(prefix):] in names
+                    and v is not None}
+
+        augment = AugmentConfig(**{k: opts[k] for k in ("zoom", "hflip", "vflip") if opts.get(k) is not None},
+                                **({"rotation_deg": opts["rotation"]} if opts.get("rotation") is not None else {}),
+                                enabled=not opts.get("no_augment", False))
+        plain = {f.name: opts[f.name] for f in fields(cls) if opts.get(f.name) is not None
+                 and f.name not in ("augment", "early_stopping", "reduce_lr")}
+        for key in ("data", "out"):
+            if key in plain:
+                plain[key] = str(plain[key])
+        restore = opts.get("restore_best_weights")
+        es = pick("es_", EarlyStoppingConfig) | ({} if restore is None else {"restore_best_weights": restore})
+        return cls(**plain, augment=augment, early_stopping=EarlyStoppingConfig(**es),
+                   reduce_lr=ReduceLRConfig(**pick("rlr_", ReduceLRConfig)))
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         nested = {"augment": AugmentConfig, "early_stopping": EarlyStoppingConfig, "reduce_lr": ReduceLRConfig}
@@ -74,3 +134,18 @@ class TrainConfig:
                 value = tuple(value)
             kwargs[key] = value
         return cls(**kwargs)
+
+
+def _check_range(option: str, value: Any, low: float, high: float, closed: bool | str) -> None:
+    """``low <= value <= high`` and finite; ``closed`` False excludes both ends, "max_open" the top, "max_closed" the
+    bottom (a zoom, a std of 0 makes no sense)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        above = value > low if closed in (False, "max_closed") else value >= low
+        below = value < high if closed in (False, "max_open") else value <= high
+        ok = above and below
+    if not ok:
+        left = "(" if closed in (False, "max_closed") else "["
+        right = ")" if closed in (False, "max_open") else "]"
+        bounds = ", ".join(format(b, "g") if isinstance(b, float) else str(b) for b in (low, high))
+        raise UsageError(f"{option} must be a finite number in {left}{bounds}{right}, got {value!r}")

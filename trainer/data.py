@@ -15,8 +15,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
+from core.contract import INPUT_SIZE
 from trainer.errors import DataError
-from trainer.model import INPUT_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,14 @@ class SplitData:
     val: list[Sample]
     bad_files: list[str]      # unreadable files that were skipped (empty unless skip_bad_images)
     source: str               # "train/val folders" or "stratified split"
+
+
+def image_files(folder: str | os.PathLike) -> list[str]:
+    """Every image file under ``folder`` (by extension), sorted; hidden files and folders are skipped, and only
+    regular files count (a named pipe or a device called x.jpg would block or never end)."""
+    folder = Path(folder)
+    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
@@ -117,8 +125,7 @@ def _scan_classes(folder: Path, expected: list[str] | None = None) -> tuple[list
     samples: list[Sample] = []
     empty = []
     for index, name in enumerate(classes):
-        files = sorted(str(p) for p in (folder / name).rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        files = image_files(folder / name)
         if not files and expected is None:
             empty.append(name)
         samples.extend((f, index) for f in files)

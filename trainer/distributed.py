@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping, TypeVar
 import torch
 from torch import nn
 
-from trainer.device import resolve_device
-from trainer.errors import ToolkitError
+from core.errors import ToolkitError, UnavailableError, UsageError
+from core.host import environ_set, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,13 @@ def rank_device(name: str, ctx: DistContext) -> torch.device:
         return resolve_device(name)
     if name not in ("auto", "cuda"):
         resolve_device(name)  # an unknown name gets the usual message first
-        raise ToolkitError(f"--device {name} with {ctx.local_world_size} processes on this machine: each process "
-                           "uses the GPU of its local rank; pass --device cuda (or auto), or --device cpu")
+        raise UsageError(f"--device {name} with {ctx.local_world_size} processes on this machine: each process "
+                         "uses the GPU of its local rank; pass --device cuda (or auto), or --device cpu")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if ctx.local_world_size > gpus:
         # NCCL refuses two processes on one GPU ("Duplicate GPU detected").
-        raise ToolkitError(f"{ctx.local_world_size} processes on this machine need one GPU each; {gpus} found. "
-                           f"Start at most {gpus} processes, or train on the CPU with --device cpu")
+        raise UnavailableError(f"{ctx.local_world_size} processes on this machine need one GPU each; {gpus} "
+                               f"found. Start at most {gpus} processes, or train on the CPU with --device cpu")
     return resolve_device(f"cuda:{ctx.local_rank}")
 
 
@@ -189,14 +189,17 @@ def launch(nproc: int, argv: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    # torchrun would give every process one thread; give each its share of the cores instead.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # torchrun would give every process one thread; give each its share of the cores instead (the workers inherit
+    # this environment; it is restored afterwards).
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
     # Its rendezvous banner and its own failure lines: a failed worker has printed its error, and the
     # WorkerFailedError below names it, so torchrun's log would only repeat that with pids and paths.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    elastic = logging.getLogger("torch.distributed.elastic")
+    level = elastic.level
+    elastic.setLevel(logging.CRITICAL)
     # torchrun's default log folder (its workers' error files) is a mkdtemp it never removes: one left per run.
     try:
-        with tempfile.TemporaryDirectory(prefix="torchelastic-") as logs:
+        with tempfile.TemporaryDirectory(prefix="torchelastic-") as logs, environ_set(OMP_NUM_THREADS=threads):
             torchrun.run(torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--log-dir={logs}",
                                               *argv]))
     except ChildFailedError as e:
@@ -205,3 +208,22 @@ def launch(nproc: int, argv: list[str]) -> None:
                                 failure.exitcode if failure.exitcode > 0 else 1) from None
     except SignalException:
         raise KeyboardInterrupt from None
+    finally:
+        elastic.setLevel(level)
+
+
+def relaunch(nproc: int, argv: list[str]) -> bool:
+    """Data-parallel training asked for (``--nproc-per-node``) from a plain process: run this command line in
+    ``nproc`` processes through torchrun, wait, and return True (the caller has nothing more to do). False in a
+    process torchrun started, or when one process is asked for.
+
+    Raises:
+        UsageError: torchrun started a different number of processes on this machine than ``nproc``.
+    """
+    if nproc > 1 and not launched():
+        launch(nproc, argv)
+        return True
+    local = env_context().local_world_size
+    if launched() and nproc > 1 and nproc != local:
+        raise UsageError(f"--nproc-per-node {nproc}, but torchrun started {local} processes on this machine")
+    return False

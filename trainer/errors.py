@@ -1,8 +1,5 @@
-"""The toolkit's error base. Every package's errors derive from it; only cli.py maps them to exit codes."""
-
-
-class ToolkitError(Exception):
-    """An expected failure with a message meant for the user (no traceback needed)."""
+"""The trainer's errors (data, checkpoints, run folders, divergence, interruption), all ToolkitErrors."""
+from core.errors import Interrupted, ToolkitError
 
 
 class DataError(ToolkitError):
@@ -25,7 +22,5 @@ class TrainingDivergedError(ToolkitError):
     """The loss became NaN or infinite."""
 
 
-def first_line(e: BaseException) -> str:
-    """An exception's first line of text (library errors can run to pages), or its type when it has none."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+class TrainingInterrupted(Interrupted):
+    """Ctrl-C: the last finished epoch is saved and the run can be resumed."""

@@ -6,12 +6,11 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from core.contract import INPUT_SHAPE, INPUT_SIZE
 from trainer.errors import InputShapeError
 from trainer.lrn import LocalResponseNorm
 
 ARCHITECTURE = "alexnet-2012"
-INPUT_SIZE = 227  # AlexNet needs a constant input size: the FC layers expect exactly 6×6×256 features
-INPUT_SHAPE = (3, INPUT_SIZE, INPUT_SIZE)
 # The paper's LRN constants (section 3.3).
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
 

@@ -5,7 +5,6 @@ import csv
 import dataclasses
 import io
 import logging
-import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,19 +18,17 @@ from trainer import distributed
 from trainer.callbacks import EarlyStopping, ReduceLROnPlateau
 from trainer.config import TrainConfig
 from trainer.data import ImageListDataset, SplitData, eval_transform_uint8, find_split, train_transform
-from trainer.device import default_workers, resolve_amp, tune_allocator
+from core.errors import ToolkitError, UsageError
+from core.fileio import SetAside, recover_set_aside, write_text_atomic
+from core.paths import default_run_dir
+from trainer.device import default_workers, resolve_amp
 from trainer.distributed import DistContext
-from trainer.errors import CheckpointError, OutputExistsError, ToolkitError, TrainingDivergedError
-from trainer.fileio import write_text_atomic
+from trainer.errors import CheckpointError, OutputExistsError, TrainingDivergedError, TrainingInterrupted
 from trainer.loop import METRICS, History, Trainer, to_training_layout
 from trainer.model import AlexNet
 from trainer.synthetic import ensure_synthetic_dataset
 
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(ToolkitError):
-    """Ctrl-C: the last finished epoch is saved and the run can be resumed."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, resume_epochs: 
     Raises:
         DataError, CheckpointError, TrainingDivergedError, TrainingInterrupted: with a user-facing message.
     """
-    tune_allocator()
+    config.validate()
     resumed = _load_resume(resume, resume_epochs) if resume is not None else None
     if resumed is not None:
         config = resumed["config"]
@@ -89,33 +86,51 @@ def train(config: TrainConfig, resume: str | Path | None = None, resume_epochs: 
         distributed.shutdown(dist_ctx)
 
 
+@dataclass
+class _Run:
+    """What one training run holds between its set-up and its end."""
+    config: TrainConfig
+    out_dir: Path
+    split: SplitData
+    trainer: Trainer
+    callbacks: list
+    meta_base: dict[str, Any]
+    aside: SetAside | None       # an earlier run (--overwrite), deleted once this one has finished an epoch
+    history: History
+    start_epoch: int
+
+
 def _prepare_run(config: TrainConfig, resume: str | Path | None,
-                 show_progress: bool) -> tuple[SplitData, Path, bool, Path]:
+                 show_progress: bool) -> tuple[SplitData, Path, bool, Path, SetAside | None]:
     """Scan the data and create the run folder: done once (on rank 0), as the folder's name holds the time.
 
     Returns:
-        The split, the data folder, whether it is the built-in data, and the run folder.
+        The split, the data folder, whether it is the built-in data, the run folder, and the earlier run set aside
+        (``--overwrite``; deleted only once the new run has finished an epoch).
     """
-    out_dir = Path(resume) if resume is not None else Path(config.out or f"runs/{datetime.now():%Y%m%d-%H%M%S}")
+    out_dir = Path(resume) if resume is not None else Path(config.out or default_run_dir())
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file, not a folder")
+    if resume is None and recover_set_aside(out_dir, list(_RUN_ENTRIES)):
+        log.warning("%s: put back the run that an interrupted --overwrite had set aside", out_dir)
     earlier = [] if resume is not None else _earlier_run(out_dir, config.overwrite)
     split, data_dir, built_in = load_split(config, show_progress)
-    if earlier:  # --overwrite, and the data is usable: only now is the earlier run removed
-        log.warning("--overwrite: removing the earlier run in %s", out_dir)
-        shutil.rmtree(out_dir / "resume", ignore_errors=True)
-        for name in _RUN_FILES:
-            (out_dir / name).unlink(missing_ok=True)
+    aside = None
+    if earlier:  # --overwrite, and the data is usable: the earlier run steps aside, to be deleted later
+        log.warning("--overwrite: the earlier run in %s is set aside until the new one finishes an epoch", out_dir)
+        aside = SetAside(out_dir, list(_RUN_ENTRIES))
     out_dir.mkdir(parents=True, exist_ok=True)
-    return split, data_dir, built_in, out_dir
+    return split, data_dir, built_in, out_dir, aside
 
 
 # What a run leaves in its folder: a new run must not mix with (or silently replace) an earlier one.
 _RUN_FILES = (ckpt.WEIGHTS_NAME, ckpt.META_NAME, "history.csv")
+_RUN_ENTRIES = (*_RUN_FILES, "resume")
 
 
 def _earlier_run(out_dir: Path, overwrite: bool) -> list[str]:
-    """The files of a run already in ``out_dir``; refused unless ``overwrite`` (which removes them later, once the
-    data has loaded, so a bad --data costs nothing)."""
-    found = [name for name in (*_RUN_FILES, "resume") if (out_dir / name).exists()]
+    """The entries of a run already in ``out_dir``; refused unless ``overwrite``."""
+    found = [name for name in _RUN_ENTRIES if (out_dir / name).exists()]
     if found and not overwrite:
         raise OutputExistsError(f"{out_dir} already holds a training run ({', '.join(found)}); continue it with "
                                 f"--resume {out_dir}, pick another --out, or replace it with --overwrite")
@@ -124,16 +139,41 @@ def _earlier_run(out_dir: Path, overwrite: bool) -> list[str]:
 
 def _train(config: TrainConfig, resume: str | Path | None, resumed: dict[str, Any] | None, device: torch.device,
            dist_ctx: DistContext, show_progress: bool) -> TrainResult:
+    run = _set_up(config, resume, resumed, device, dist_ctx, show_progress)
+    try:
+        history = _fit(run, dist_ctx)
+    except BaseException:
+        if run.aside is not None and run.aside.moved:
+            run.aside.restore()  # the new run finished no epoch: the earlier one goes back untouched
+        raise
+    for cb in run.callbacks:
+        cb.on_train_end()  # EarlyStopping(restore_best_weights=True) puts the best epoch's weights back here
+    early, config = run.callbacks[0], run.config
+    stopped_early = early.stopped_epoch > 0
+    history.stop_reason = (f"early stopping: no {early.monitor} improvement for {early.patience} epochs (stopped "
+                           f"after epoch {early.stopped_epoch + 1})" if stopped_early
+                           else f"reached --epochs {config.epochs}")
+    meta = _final_meta(history, run.split.classes, config, run.meta_base, "finished", early.best_epoch,
+                       restored=early.restore_best_weights and early.best_weights is not None,
+                       stopped_by="early_stopping" if stopped_early else "max_epochs")
+    weights = run.out_dir / ckpt.WEIGHTS_NAME
+    if dist_ctx.is_main:
+        ckpt.save_checkpoint(run.out_dir, run.trainer.model.state_dict(), meta)
+    distributed.barrier(dist_ctx)  # the other ranks return once the checkpoint they name exists
+    return TrainResult(run.out_dir, history, meta["best_epoch"], weights, meta)
+
+
+def _set_up(config: TrainConfig, resume: str | Path | None, resumed: dict[str, Any] | None, device: torch.device,
+            dist_ctx: DistContext, show_progress: bool) -> _Run:
     amp_dtype = resolve_amp(config.amp, device)
     callbacks = _make_callbacks(config)  # bad callback settings fail before any data is read
-    split, data_dir, built_in, out_dir = distributed.run_on_main(
+    split, data_dir, built_in, out_dir, aside = distributed.run_on_main(
         lambda: _prepare_run(config, resume, show_progress), dist_ctx)
     if resumed is not None and resumed["state"]["class_names"] != split.classes:
         raise CheckpointError(f"the classes in {data_dir} changed since the run in {resume} started")
     config = dataclasses.replace(config, num_classes=len(split.classes))
     log.info("data: %s (%s): %d train / %d val images, %d classes", data_dir, split.source, len(split.train),
              len(split.val), len(split.classes))
-
     torch.manual_seed(config.seed)
     model = to_training_layout(AlexNet(len(split.classes), config.dropout), device)
     optimizer = make_optimizer(config, model)
@@ -157,44 +197,38 @@ def _train(config: TrainConfig, resume: str | Path | None, resumed: dict[str, An
                  "skipped_bad_images": len(split.bad_files)},
                  "distributed": {"world_size": dist_ctx.world_size,
                                  "global_batch_size": config.batch_size * dist_ctx.world_size}}
-    saver = ckpt.BackgroundSaver()
+    return _Run(config, out_dir, split, trainer, callbacks, meta_base, aside if dist_ctx.is_main else None, history,
+                start_epoch)
+
+
+def _fit(run: _Run, dist_ctx: DistContext) -> History:
+    """The epochs, with a checkpoint per finished epoch; Ctrl-C and divergence publish the last finished one."""
+    saver, trainer, history = ckpt.BackgroundSaver(), run.trainer, run.history
     if dist_ctx.is_main:  # one writer: every rank holds the same weights and logs
-        trainer.on_epoch_saved = lambda epoch, logs: _save_epoch(saver, out_dir, trainer, callbacks, history, epoch,
-                                                                 split.classes, config)
+        trainer.on_epoch_saved = lambda epoch, logs: _save_epoch(saver, run, epoch)
+    finalize = (lambda status: _finalize_from_last_epoch(run.out_dir, history, status, run.split.classes, run.config,
+                                                         run.meta_base))
     try:
-        history = trainer.fit(config.epochs, start_epoch, history)
+        history = trainer.fit(run.config.epochs, run.start_epoch, history)
         saver.wait()
     except KeyboardInterrupt:
         trainer.close()
         saver.wait()
-        saved = (_finalize_from_last_epoch(out_dir, history, "interrupted", split.classes, config, meta_base)
-                 if dist_ctx.is_main else history.epochs_run)
+        saved = finalize("interrupted") if dist_ctx.is_main else history.epochs_run
         if not saved:
-            raise TrainingInterrupted("interrupted before the first epoch finished: nothing was saved") from None
-        raise TrainingInterrupted(f"interrupted: the last finished epoch ({saved}) is saved in {out_dir}; "
-                                  f"continue with: train --resume {out_dir}") from None
+            kept = " (the earlier run is back in place)" if run.aside is not None and run.aside.moved else ""
+            raise TrainingInterrupted(f"interrupted before the first epoch finished: nothing was saved{kept}") \
+                from None
+        raise TrainingInterrupted(f"interrupted: the last finished epoch ({saved}) is saved in {run.out_dir}; "
+                                  f"continue with: train --resume {run.out_dir}") from None
     except TrainingDivergedError:
         saver.wait()
         if dist_ctx.is_main:
-            _finalize_from_last_epoch(out_dir, history, "diverged", split.classes, config, meta_base)
+            finalize("diverged")
         raise
     finally:
         trainer.close()
-    for cb in callbacks:
-        cb.on_train_end()  # EarlyStopping(restore_best_weights=True) puts the best epoch's weights back here
-    early = callbacks[0]
-    if early.stopped_epoch > 0:
-        history.stop_reason = (f"early stopping: no {early.monitor} improvement for {early.patience} epochs "
-                               f"(stopped after epoch {early.stopped_epoch + 1})")
-    else:
-        history.stop_reason = f"reached --epochs {config.epochs}"
-    meta = _final_meta(history, split.classes, config, meta_base, "finished", early.best_epoch,
-                       restored=early.restore_best_weights and early.best_weights is not None)
-    weights = out_dir / ckpt.WEIGHTS_NAME
-    if dist_ctx.is_main:
-        ckpt.save_checkpoint(out_dir, model.state_dict(), meta)
-    distributed.barrier(dist_ctx)  # the other ranks return once the checkpoint they name exists
-    return TrainResult(out_dir, history, meta["best_epoch"], weights, meta)
+    return history
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -238,14 +272,17 @@ def _history_csv(rows: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
-def _save_epoch(saver: ckpt.BackgroundSaver, out_dir: Path, trainer: Trainer, callbacks: list, history: History,
-                epoch: int, class_names: list[str], config: TrainConfig) -> None:
-    write_text_atomic(out_dir / "history.csv", _history_csv(history.rows))
+def _save_epoch(saver: ckpt.BackgroundSaver, run: _Run, epoch: int) -> None:
+    trainer, callbacks, history = run.trainer, run.callbacks, run.history
+    write_text_atomic(run.out_dir / "history.csv", _history_csv(history.rows))
     early = callbacks[0]
-    state = {"config": config.to_dict(), "class_names": class_names, "history": history.rows,
+    state = {"config": run.config.to_dict(), "class_names": run.split.classes, "history": history.rows,
              "global_step": trainer.global_step, "callbacks": [cb.state_dict() for cb in callbacks]}
-    saver.save(out_dir, epoch, state, trainer.model.state_dict(), trainer.optimizer.state_dict(),
+    saver.save(run.out_dir, epoch, state, trainer.model.state_dict(), trainer.optimizer.state_dict(),
                early.best_weights if early.restore_best_weights else None, early.best_epoch)
+    if run.aside is not None and run.aside.moved:
+        saver.wait()  # the new run's first epoch is on disk: only now may the earlier run go
+        run.aside.discard()
 
 
 def _load_resume(resume: str | Path, epochs: int | None) -> dict[str, Any]:
@@ -270,14 +307,14 @@ def _restore(trainer: Trainer, callbacks: list, resumed: dict[str, Any]) -> tupl
 
 
 def _final_meta(history: History, class_names: list[str], config: TrainConfig, meta_base: dict[str, Any],
-                status: str, best_epoch: int | None, restored: bool) -> dict[str, Any]:
+                status: str, best_epoch: int | None, restored: bool, stopped_by: str) -> dict[str, Any]:
     rows = history.rows
     if best_epoch is None and rows:  # EarlyStopping never saw its monitor improve: fall back to lowest val_loss
         best_epoch = min(range(len(rows)), key=lambda i: rows[i]["val_loss"])
     lrs = [r["lr"] for r in rows]
     return ckpt.model_metadata(
         len(class_names), class_names, config.mean, config.std, config.dropout, status=status,
-        stop_reason=history.stop_reason, epochs_run=len(rows), best_epoch=best_epoch,
+        stop_reason=history.stop_reason, stopped_by=stopped_by, epochs_run=len(rows), best_epoch=best_epoch,
         weights_from=f"best epoch {best_epoch + 1}" if restored and best_epoch is not None else "last epoch",
         metrics=rows[best_epoch] if best_epoch is not None and rows else {},
         final_metrics=rows[-1] if rows else {}, lr_reductions=sum(b < a for a, b in zip(lrs, lrs[1:])),
@@ -299,6 +336,6 @@ def _finalize_from_last_epoch(out_dir: Path, history: History, status: str, clas
     best_epoch = next((s.get("best_epoch") for s in state["callbacks"] if "best_epoch" in s), None)
     weights = best if best is not None else model_state
     meta = _final_meta(History(rows=list(state["history"]), stop_reason=status), class_names, config, meta_base,
-                       status, best_epoch, restored=best is not None)
+                       status, best_epoch, restored=best is not None, stopped_by=status)
     ckpt.save_checkpoint(out_dir, weights, meta)
     return len(state["history"])

@@ -20,6 +20,8 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from core.paths import default_cache_dir
+
 log = logging.getLogger(__name__)
 
 CLASSES = ("circle", "cross", "ring", "square", "star", "triangle")
@@ -46,13 +48,6 @@ class SyntheticSpec:
                 f"-j{self.position_jitter:g}-t{self.texture_contrast:g}")
 
 
-def default_cache_dir() -> Path:
-    """Where the built-in data lives: ``$ALEXNET_DEPLOY_CACHE`` or ``$XDG_CACHE_HOME/alexnet-deploy``."""
-    root = os.environ.get("ALEXNET_DEPLOY_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet-deploy"
-    return Path(root)
-
-
 def ensure_synthetic_dataset(root: Path | None = None, spec: SyntheticSpec = SyntheticSpec(),
                              progress: Callable[[int, int], None] | None = None) -> Path:
     """Return the folder holding the built-in data, generating it first if it is not cached yet.
@@ -61,7 +56,7 @@ def ensure_synthetic_dataset(root: Path | None = None, spec: SyntheticSpec = Syn
     callers (e.g. several training ranks) never see a half-written set.
 
     Args:
-        root: Cache folder (default: :func:`default_cache_dir`).
+        root: Cache folder (default: ``core.paths.default_cache_dir()``).
         spec: What to generate.
         progress: Called as ``progress(done, total)`` while images are written.
     """

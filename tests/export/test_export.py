@@ -9,11 +9,12 @@ import torch
 from onnx import TensorProto, numpy_helper
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
-from export.metadata import read_metadata
-from export.parity import compare_outputs
-from export.spec import PRECISIONS, ExportSpec, tolerance_for
+from core.onnx_file import read_metadata
+from runtimes.parity import compare_outputs
+from core.contract import EXPORT_PRECISIONS
+from export.spec import ExportSpec, tolerance_for
 from trainer.checkpoint import load_checkpoint
-from trainer.fileio import sha256_file
+from core.fileio import sha256_file
 
 
 def _session(path) -> ort.InferenceSession:
@@ -29,7 +30,7 @@ def _images(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((count, 3, 227, 227), dtype=np.float32)
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("precision", EXPORT_PRECISIONS)
 def test_round_trip_matches_pytorch(exported, checkpoint, precision):
     result = exported(precision)
     assert result.path.is_file() and result.sha256 == sha256_file(result.path)
@@ -55,14 +56,14 @@ def test_fp32_graph_contract(exported):
     assert not model.graph.initializer[0].HasField("data_location") or model.graph.initializer[0].data_location == 0
 
 
-def test_metadata_describes_the_model(exported, checkpoint, image_folder):
+def test_metadata_describes_the_model(exported, checkpoint, shapes_data):
     result = exported("fp32")
     meta = read_metadata(result.path)
     ckpt = load_checkpoint(checkpoint)
     assert meta.class_names == ckpt.class_names and meta.mean == ckpt.meta["mean"] and meta.std == ckpt.meta["std"]
     assert meta.input_shape == [3, 227, 227] and meta.precision == "fp32" and meta.lrn == "conv"
     assert meta.checkpoint_sha256 == sha256_file(ckpt.path) and meta.checkpoint_path == str(ckpt.path.resolve())
-    assert meta.data_path == str(image_folder) and meta.val_split == 0.2 and meta.seed == 0
+    assert meta.data_path == str(shapes_data) and meta.val_split == 0.2 and meta.seed == 0
     assert {"torch", "onnx", "onnxruntime", "alexnet-deploy"} <= set(meta.versions)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtimes.base import Runtime, TensorSpec
+from runtimes.base import Runtime
+from core.contract import TensorSpec
 from runtimes.errors import InputMismatchError, RuntimeStateError
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.parity import compare_outputs
+from runtimes.parity import compare_outputs
 from export.spec import tolerance_for
 from runtimes.errors import InputMismatchError, RuntimeStateError
-from runtimes.registry import RUNTIME_NAMES, availability, get_runtime_class
+from runtimes.registry import RUNTIME_NAMES, availability, runtime_class
 from runtimes.torch_runtime import TorchRuntime
 
 PARAMS = [
@@ -26,11 +26,11 @@ def make(name: str, tiny, tmp_path):
     ok, reason = availability(name)
     if not ok:
         pytest.skip(f"{name} unavailable: {reason}")
-    cls = get_runtime_class(name)
+    cls = runtime_class(name)
     if name == "torch":
         return cls(tiny.case.build(), device="auto", input_shape=tiny.case.input_shape)
-    if name == "tensorrt":
-        return cls(tiny.path, cache_dir=tmp_path / "engines", batch_sizes=(1, 4), max_batch=8)
+    if name == "tensorrt":  # a tiny engine per test: cheap, and each test starts from a cold cache on purpose
+        return cls(tiny.path, cache_dir=tmp_path / "engines", batch_sizes=(1, 4), max_batch=8, optimization_level=1)
     return cls(tiny.path)
 
 

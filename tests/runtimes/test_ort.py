@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from runtimes.errors import RuntimeLoadError, RuntimeUnavailableError
+from core.errors import UnavailableError
+from runtimes.errors import RuntimeLoadError, RuntimeOptionError, RuntimeUnavailableError
 from runtimes.ort_cuda_runtime import OrtCudaRuntime, bind_io
 from runtimes.ort_cuda_session import cpu_assigned_nodes, create_cuda_session
 from runtimes.ort_runtime import OrtRuntime
@@ -24,7 +25,7 @@ def test_cpu_options_are_explicit(tiny_onnx):
 
 
 def test_unknown_optimization_level_lists_the_valid_ones(tiny_onnx):
-    with pytest.raises(ValueError, match="disable, basic, extended, all"):
+    with pytest.raises(RuntimeOptionError, match="disable, basic, extended, all"):
         OrtRuntime(tiny_onnx.path, graph_optimization="max")
 
 
@@ -48,7 +49,7 @@ def test_cuda_unavailable_says_why(tiny_onnx):
     assert not ok and "torch.cuda.is_available() is False" in reason
     with pytest.raises(RuntimeUnavailableError, match="no CUDA GPU") as e:
         OrtCudaRuntime(tiny_onnx.path).load()
-    assert e.value.exit_code == 3
+    assert isinstance(e.value, UnavailableError)  # exit 3, "not available here", not a failure
 
 
 @no_gpu
@@ -66,7 +67,7 @@ def test_cuda_provider_options_keep_tf32_off_by_default(tiny_onnx):
     opts = OrtCudaRuntime(tiny_onnx.path, allow_tf32=True, cuda_graph=True, cudnn_conv_algo_search="HEURISTIC") \
         .provider_options()
     assert (opts["use_tf32"], opts["enable_cuda_graph"], opts["cudnn_conv_algo_search"]) == ("1", "1", "HEURISTIC")
-    with pytest.raises(ValueError, match="EXHAUSTIVE"):
+    with pytest.raises(RuntimeOptionError, match="EXHAUSTIVE"):
         OrtCudaRuntime(tiny_onnx.path, cudnn_conv_algo_search="FAST")
 
 

@@ -1,21 +1,25 @@
-"""The PyTorch reference runtime: model sources (module, factory, checkpoint), device errors, torch.compile."""
+"""The PyTorch runtime: model sources (module, factory), bf16, device errors, torch.compile."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from runtimes.errors import RuntimeUnavailableError
+from runtimes.errors import RuntimeLoadError, RuntimeUnavailableError
 from runtimes.torch_runtime import TorchRuntime
 
 
-def test_checkpoint_source(alexnet_run):
-    x = np.random.default_rng(0).standard_normal((2, 3, 227, 227), dtype=np.float32)
-    with TorchRuntime(alexnet_run.run_dir) as rt:  # a run folder resolves to its model.safetensors
-        out = rt.infer({"input": x})["logits"]
-        assert rt.describe()["checkpoint"] == str(alexnet_run.weights)
-    with torch.inference_mode():
-        np.testing.assert_allclose(out, alexnet_run.model(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
+def test_bf16_computes_in_bf16_close_to_fp32(tiny_onnx):
+    ok, reason = TorchRuntime.supports("bf16")
+    if not ok:
+        pytest.skip(reason)
+    x = tiny_onnx.case.sample(4)
+    with TorchRuntime(tiny_onnx.case.build(), input_shape=(3, 16, 16)) as fp32, \
+            TorchRuntime(tiny_onnx.case.build(), input_shape=(3, 16, 16), bf16=True) as bf16:
+        reference, low = fp32.infer({"input": x})["logits"], bf16.infer({"input": x})["logits"]
+        assert bf16.precision == "bf16" and bf16.input_specs()[0].dtype == "float32" and low.dtype == np.float32
+    assert not np.array_equal(low, reference)  # really bf16 arithmetic, not the fp32 model again
+    np.testing.assert_allclose(low, reference, atol=0.05, rtol=0.05)
 
 
 def test_factory_and_module_sources_agree(tiny_onnx):
@@ -27,7 +31,7 @@ def test_factory_and_module_sources_agree(tiny_onnx):
 
 
 def test_not_a_module_is_rejected():
-    with pytest.raises(TypeError, match="expected an nn.Module"):
+    with pytest.raises(RuntimeLoadError, match="expected an nn.Module"):
         TorchRuntime(lambda: "model").load()
 
 

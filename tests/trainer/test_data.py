@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.trainer.conftest import make_image_folder
+from tests.helpers import make_image_folder
 from trainer.data import (AugmentConfig, IMAGENET_MEAN, IMAGENET_STD, class_counts, eval_transform,
                           eval_transform_uint8, find_split, load_rgb, normalize_batch, train_transform)
 from trainer.errors import DataError
@@ -166,7 +166,7 @@ def test_epoch_sampler_is_seeded_per_epoch_and_splits_ranks():
 
 
 def test_augmentation_is_a_function_of_epoch_and_index(tmp_path):
-    from tests.trainer.conftest import make_image_folder
+    from tests.helpers import make_image_folder
     from trainer.data import ImageListDataset
 
     root = make_image_folder(tmp_path, per_class=2, size=96)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from trainer.config import TrainConfig
 from trainer.data import AugmentConfig
 from trainer.distributed import DistContext, env_context, rank_device
-from trainer.errors import ToolkitError
+from core.errors import ToolkitError
 from trainer.run import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +42,7 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_on_their_global_batch(image_folder, tmp_path):
     run, scratch = tmp_path / "ddp", tmp_path / "tmp"
     scratch.mkdir()
@@ -66,6 +67,7 @@ def test_two_processes_train_like_one_process_on_their_global_batch(image_folder
         assert meta["final_metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_a_data_error_on_rank_0_stops_every_process_with_its_message(tmp_path):
     proc = _cli_train("--nproc-per-node", "2", "--device", "cpu", "--data", str(tmp_path / "missing"),
                       "--out", str(tmp_path / "run"), "--epochs", "1", "--workers", "0", timeout=120)

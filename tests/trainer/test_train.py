@@ -16,6 +16,8 @@ from trainer.config import TrainConfig
 from trainer.errors import TrainingDivergedError
 from trainer.run import train
 
+pytestmark = pytest.mark.slow  # every test here trains
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

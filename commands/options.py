@@ -1,0 +1,97 @@
+"""Option parsers and options shared by several commands, and the settings they turn into."""
+from __future__ import annotations
+
+import click
+
+from core.contract import MAX_BATCH
+from runtimes.registry import RUNTIME_NAMES  # names only: the adapters are imported on first use
+
+
+def floats(n: int):
+    """A click callback parsing ``a,b[,c]`` into a tuple of ``n`` floats."""
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None):
+        if value is None:
+            return None
+        try:
+            parts = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            raise click.BadParameter(f"expected {n} comma-separated numbers, got {value!r}") from None
+        if len(parts) != n:
+            raise click.BadParameter(f"expected {n} comma-separated numbers, got {len(parts)}")
+        return parts
+    return parse
+
+
+def list_option(choices: tuple[str, ...], allow_all: bool):
+    """A click callback parsing ``a,b`` (or ``all``) into a tuple of distinct ``choices``, in the given order."""
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if allow_all and items == ["all"]:
+            return choices
+        unknown = [v for v in items if v not in choices]
+        if unknown or not items:
+            valid = ", ".join(choices) + (" (or all)" if allow_all else "")
+            raise click.BadParameter(f"expected a comma-separated list of {valid}; got {value!r}")
+        if len(set(items)) != len(items):
+            raise click.BadParameter(f"{value!r} names a value twice")
+        return tuple(items)
+    return parse
+
+
+def batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,8,32, got {value!r}") from None
+    if not sizes or not all(1 <= s <= MAX_BATCH for s in sizes):
+        raise click.BadParameter(f"batch sizes must be integers in 1..{MAX_BATCH} (the exported graphs' bound), got "
+                                 f"{value!r}")
+    return sizes
+
+
+def warmup(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, float]:
+    """``N`` → N warm-up iterations; ``2s`` / ``0.5s`` → that many seconds (and at least one iteration)."""
+    import math
+
+    text = value.strip().lower()
+    try:
+        result = (1, float(text[:-1])) if text.endswith("s") else (int(text), 0.0)
+    except ValueError:
+        result = (-1, -1.0)
+    if not (0 <= result[0] <= 1_000_000 and 0 <= result[1] <= 3600 and math.isfinite(result[1])):
+        raise click.BadParameter(f"expected a number of iterations (5) or seconds up to an hour (2s), got {value!r}")
+    return result
+
+
+SECONDS = click.FloatRange(min=0, max=3600, min_open=True)  # finite: NaN and inf fail the range check
+RUNTIMES_OPTION = click.option(
+    "--runtimes", "--runtime", "runtimes", default="all", show_default=True,
+    callback=list_option(RUNTIME_NAMES, allow_all=True),
+    help=f"Comma-separated runtimes ({', '.join(RUNTIME_NAMES)}) or all. With all, ones that cannot run here are "
+         "listed as skipped; named ones that cannot run exit 3.")
+MISMATCH_OPTION = click.option(
+    "--allow-checkpoint-mismatch", is_flag=True,
+    help="Use the PyTorch checkpoint even when its sha256 differs from the one the ONNX metadata records.")
+
+
+def runtime_options(opts: dict, precision: str | None = None):
+    """The RuntimeOptions that a command's options describe (absent options keep their defaults)."""
+    from runtimes.options import RuntimeOptions
+
+    return RuntimeOptions(
+        threads=opts.get("threads"), device=opts.get("device", "auto"), precision=precision,
+        graph_optimization=opts.get("graph_optimization", "all"), compile=opts.get("compile_", False),
+        allow_tf32=opts.get("allow_tf32", False), cudnn_algo_search=opts.get("cudnn_algo_search", "EXHAUSTIVE"),
+        cuda_graph=opts.get("cuda_graph", False), strict=not opts.get("allow_cpu_nodes", False),
+        engine_cache=str(opts["engine_cache"]) if opts.get("engine_cache") else None,
+        workspace_mb=opts.get("workspace_mb", 1024), optimization_level=opts.get("optimization_level"))
+
+
+def write_reports(files: dict) -> None:
+    """Each requested report file (path → a function giving its text), written atomically."""
+    from core.fileio import write_text_atomic
+
+    for path, text in files.items():
+        if path is not None:
+            write_text_atomic(path, text())
+            click.echo(f"Wrote {path}")

@@ -1,0 +1,132 @@
+"""`cli.py bench` in-process: help, exit codes, report files, the parity-failure path and Ctrl-C."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from runtimes.registry import RUNTIME_NAMES, availability
+
+onnx = pytest.importorskip("onnx")
+QUICK = ["--batch-sizes", "1", "--iterations", "2", "--warmup", "1", "--parity-samples", "8"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli.main, ["bench", *map(str, args)], catch_exceptions=False)
+
+
+def test_help_lists_every_runtime():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "Benchmark an ONNX model" in result.output
+    for name in RUNTIME_NAMES:
+        assert name in result.output
+
+
+def test_runtimes_take_a_comma_separated_list_of_registry_names(tiny_onnx):
+    result = invoke(tiny_onnx.path, "--runtime", "onnxruntime,tvm")
+    assert result.exit_code == 2 and "tvm" in result.output
+    assert all(name in result.output for name in RUNTIME_NAMES)  # the message lists the valid names
+    assert invoke(tiny_onnx.path, "--runtime", "onnxruntime,onnxruntime").exit_code == 2  # twice
+    ok = invoke(tiny_onnx.path, "--runtimes", "onnxruntime,onnxruntime-cuda" if availability("onnxruntime-cuda")[0]
+                else "onnxruntime", *QUICK)
+    assert ok.exit_code == 0, ok.output
+
+
+def test_missing_model_file_is_a_usage_error(tmp_path):
+    result = invoke(tmp_path / "nope.onnx")
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--batch-sizes", "1,x"], "comma-separated integers"),
+    (["--batch-sizes", "0"], "1..256"),
+    (["--batch-sizes", "100000"], "1..256"),     # would need ~60 GB for its inputs alone
+    (["--duration", "nan"], "nan"),              # a NaN or infinite duration would never end
+    (["--duration", "inf"], "inf"),
+    (["--warmup", "infs"], "iterations (5) or seconds"),
+    (["--warmup", "soon"], "iterations (5) or seconds up to an hour (2s)"),
+    (["--iterations", "3", "--duration", "1"], "not both"),
+])
+def test_bad_options(tiny_onnx, args, match):
+    result = invoke(tiny_onnx.path, *args)
+    assert result.exit_code == 2 and match in result.output
+
+
+@pytest.mark.parametrize("name", ["onnxruntime-cuda", "tensorrt"])
+def test_unavailable_runtime_exits_3_with_the_fix(tiny_onnx, name):
+    ok, _ = availability(name)
+    if ok:
+        pytest.skip(f"{name} is available here")
+    result = CliRunner().invoke(cli.main, ["bench", str(tiny_onnx.path), "--runtime", name, *QUICK])
+    assert result.exit_code == 3, result.output
+    assert f"Error: {name}: " in result.output
+    assert ("pip install" in result.output) or ("no CUDA GPU" in result.output)
+
+
+def test_torch_without_a_checkpoint_fails_clearly(tiny_onnx):
+    result = CliRunner().invoke(cli.main, ["bench", str(tiny_onnx.path), "--runtime", "torch", *QUICK])
+    assert result.exit_code == 1 and "--reference RUN" in result.output
+
+
+def test_bench_all_writes_json_and_markdown(alexnet_run, tmp_path):
+    out_json, out_md = tmp_path / "r" / "bench.json", tmp_path / "bench.md"
+    result = invoke(alexnet_run.onnx_path, "--runtime", "all", *QUICK, "--json", out_json, "--markdown", out_md)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out_json.read_text())
+    assert report["passed"] and report["reference"]["name"] == "torch"
+    assert report["reference"]["model"] == str(alexnet_run.weights)
+    assert all(r["model"] == str(alexnet_run.onnx_path) for r in report["results"] if r["runtime"] != "torch")
+    assert {r["runtime"] for r in report["results"]} >= {"torch", "onnxruntime"}
+    kinds = {c["inputs"] for c in report["parity"]["onnxruntime"]["checks"]}
+    assert kinds == {"random", "images"}  # the metadata's data folder gives real-image parity
+    assert "| onnxruntime | fp32 | 1 |" in out_md.read_text()
+    assert "PASS onnxruntime vs torch (images, n=8)" in result.output
+
+
+@pytest.fixture(scope="module")
+def perturbed_onnx(alexnet_run, tmp_path_factory):
+    """The AlexNet export with its last layer's weights scaled: same metadata, so bench compares it with the
+    original checkpoint."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(alexnet_run.onnx_path))
+    weight = max(model.graph.initializer, key=lambda t: ("fc8" in t.name and "weight" in t.name, t.name))
+    array = numpy_helper.to_array(weight)
+    weight.CopyFrom(numpy_helper.from_array((array * 1.5 + 0.01).astype(np.float32), weight.name))
+    path = tmp_path_factory.mktemp("perturbed") / "model.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_parity_miss_exits_nonzero_after_the_report(perturbed_onnx, tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli.main, ["bench", str(perturbed_onnx), "--runtime", "onnxruntime", *QUICK,
+                                           "--images", "0", "--json", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "FAIL onnxruntime vs torch (random" in result.output   # the report is printed first
+    assert "Error: parity failed" in result.output and "exceed atol" in result.output
+    report = json.loads(out.read_text())
+    assert not report["passed"] and not report["results"][0]["parity"]["passed"]
+
+
+def test_ctrl_c_prints_partial_results_and_exits_130(tiny_onnx, tmp_path, monkeypatch):
+    from deploy.timing import Progress
+
+    class CtrlC(Progress):
+        def step(self, done: int, elapsed_s: float) -> None:
+            if done >= 2:
+                raise KeyboardInterrupt
+
+    import deploy.progress
+
+    monkeypatch.setattr(deploy.progress, "progress_for", lambda enabled: CtrlC())
+    out = tmp_path / "partial.json"
+    result = CliRunner().invoke(cli.main, ["bench", str(tiny_onnx.path), "--runtime", "onnxruntime",
+                                           "--iterations", "50", "--json", str(out)])
+    assert result.exit_code == 130, result.output
+    assert "onnxruntime (partial)" in result.output and "Interrupted" in result.output
+    assert json.loads(out.read_text())["interrupted"] is True

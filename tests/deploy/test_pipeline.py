@@ -1,0 +1,238 @@
+"""`cli.py pipeline` end to end on a tiny image folder: the report folder, --checkpoint, skips, failures, Ctrl-C."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import cli
+from runtimes.registry import availability
+from tests.helpers import make_image_folder
+from core.fileio import sha256_file
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+pytestmark = pytest.mark.slow
+
+QUICK = ["--batch-sizes", "1,2", "--duration", "0.05", "--warmup", "1", "--parity-samples", "8"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli.main, ["pipeline", *map(str, args)])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def read_report(out: Path) -> dict:
+    return json.loads((out / "report" / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """3 classes × 6 images: 15 training and 3 validation images (a 20 % split)."""
+    return make_image_folder(tmp_path_factory.mktemp("pipeline") / "data", per_class=6)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory, data_dir):
+    """One full pipeline run: 1 epoch, fp32 + int8, torch + onnxruntime, batch sizes 1 and 2."""
+    out = tmp_path_factory.mktemp("e2e") / "out"
+    result = invoke("--data", data_dir, "--out", out, "--epochs", "1", "--batch-size", "4", "--workers", "0",
+                    "--precisions", "fp32,int8", "--runtimes", "torch,onnxruntime", *QUICK)
+    return result, out
+
+
+def test_end_to_end_writes_the_documented_report(e2e):
+    result, out = e2e
+    assert result.exit_code == 0, result.output
+    assert (out / "train" / "model.safetensors").is_file() and (out / "train" / "history.csv").is_file()
+    for name in ("training", "latency", "throughput"):
+        assert (out / "report" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+    report = read_report(out)
+    assert report["status"] == "passed" and report["failures"] == []
+    assert report["plots"] == {"training": "training.png", "latency": "latency.png", "throughput": "throughput.png"}
+
+    training = report["training"]
+    assert training["source"] == "trained" and training["epochs_run"] == 1 and training["best_epoch"] == 1
+    assert training["stop_reason"] == "reached --epochs 1" and training["lr_reductions"] == 0
+    assert len(training["history"]) == 1 and set(training["history"][0]) >= {"loss", "val_accuracy", "lr"}
+
+    kinds = {(a["kind"], a["precision"]): a for a in report["artifacts"]}
+    assert set(kinds) == {("checkpoint", None), ("onnx", "fp32"), ("onnx", "int8")}
+    assert kinds[("onnx", "int8")]["path"] == str(out / "onnx" / "model.int8.onnx")
+    for artifact in report["artifacts"]:
+        assert artifact["sha256"] == sha256_file(artifact["path"]), artifact["path"]
+
+    rows = report["rows"]
+    assert [(r["runtime"], r["precision"], r["batch_size"]) for r in rows] == [
+        ("torch", "fp32", 1), ("torch", "fp32", 2), ("onnxruntime", "fp32", 1), ("onnxruntime", "fp32", 2),
+        ("onnxruntime", "int8", 1), ("onnxruntime", "int8", 2)]
+    reference = rows[0]["top1_accuracy"]
+    for r in rows:
+        assert r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] and r["throughput"] > 0
+        assert r["parity_passed"] is True and r["task_passed"] is True and r["task_images"] == 3
+        assert 0 <= r["top1_accuracy"] <= 1 and 0 <= r["agreement"] <= 1
+        assert r["accuracy_delta_points"] == pytest.approx((r["top1_accuracy"] - reference) * 100)
+    assert {r["agreement"] for r in rows if r["runtime"] == "torch"} == {1.0}
+    assert all(set(r["parity"]) == {"random", "images"} for r in rows if r["runtime"] == "onnxruntime")
+    assert set(report["timings_s"]) >= {"train", "export_fp32", "export_int8", "bench_fp32", "bench_int8",
+                                        "task_parity", "plots", "total"}
+    assert (out / "report" / report["bench_files"]["int8"]).is_file()
+
+
+def test_report_md_shows_one_row_per_runtime_precision_batch(e2e):
+    _, out = e2e
+    md = (out / "report" / "report.md").read_text()
+    assert "Result: **PASS**" in md and "Epochs run: 1 of 1" in md
+    table = [line for line in md.splitlines() if line.startswith("| onnxruntime") or line.startswith("| torch")]
+    assert len(table) == 6
+    assert all(line.count("|") == 12 for line in table)  # 11 columns: the file, latency, throughput, parity, task
+    assert "| torch | fp32 | model.safetensors | 1 |" in md and "| onnxruntime | int8 | model.int8.onnx | 2 |" in md
+    for artifact in read_report(out)["artifacts"]:
+        assert artifact["sha256"] in md
+
+
+def test_checkpoint_skips_training_and_unavailable_runtimes_are_listed(e2e, tmp_path):
+    _, first = e2e
+    if availability("tensorrt")[0]:
+        pytest.skip("tensorrt is available here")
+    out = tmp_path / "again"
+    result = invoke("--checkpoint", first / "train", "--out", out, "--precisions", "fp32", "--epochs", "3",
+                    "--runtimes", "onnxruntime,tensorrt", *QUICK)
+    assert result.exit_code == 0, result.output
+    assert "ignoring --epochs" in result.output  # training options are moot with --checkpoint
+    assert not (out / "train").exists()
+    report = read_report(out)
+    assert report["training"]["source"] == "checkpoint" and report["training"]["epochs_run"] == 1
+    checkpoint = report["artifacts"][0]
+    assert checkpoint["kind"] == "checkpoint" and checkpoint["sha256"] == sha256_file(first / "train" /
+                                                                                      "model.safetensors")
+    assert report["runtimes"]["tensorrt"]["status"] == "skipped"
+    assert "TensorRT" in report["runtimes"]["tensorrt"]["reason"]
+    assert {r["runtime"] for r in report["rows"]} == {"onnxruntime"}
+    assert "skipped tensorrt" in (out / "report" / "report.md").read_text()
+
+
+def test_an_earlier_pipeline_run_is_refused_unless_overwrite(e2e, tmp_path):
+    _, first = e2e
+    out = tmp_path / "out"
+    args = ["--checkpoint", first / "train", "--out", out, "--precisions", "fp32", "--runtimes", "onnxruntime", *QUICK]
+    assert invoke(*args).exit_code == 0
+    (out / "report" / "bench.int8.json").write_text("{}")  # a stale file of an earlier run with more precisions
+    before = (out / "report" / "report.json").read_bytes()
+
+    refused = invoke(*args)
+    assert refused.exit_code == 1 and refused.output.startswith("Error: ") and "--overwrite" in refused.output
+    assert (out / "report" / "report.json").read_bytes() == before  # nothing of the earlier run was touched
+
+    replaced = invoke(*args, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert not (out / "report" / "bench.int8.json").exists() and read_report(out)["status"] == "passed"
+
+
+def test_no_available_runtime_exits_3_with_a_report(tmp_path, data_dir):
+    if availability("tensorrt")[0]:
+        pytest.skip("tensorrt is available here")
+    out = tmp_path / "out"
+    result = invoke("--data", data_dir, "--out", out, "--runtimes", "tensorrt")
+    assert result.exit_code == 3, result.output
+    assert "none of the requested runtimes can run here" in result.output and "tensorrt:" in result.output
+    report = read_report(out)
+    assert report["status"] == "unavailable" and report["training"] == {}  # nothing trained for nothing to run
+    assert not (out / "train").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precisions", "fp64"], "fp32, fp16, int8"),
+    (["--precisions", "fp32,fp32"], "twice"),
+    (["--precisions", ""], "fp32, fp16, int8"),
+    (["--runtimes", "tvm"], "onnxruntime-cuda"),
+    (["--batch-sizes", "0"], "1..256"),
+    (["--warmup", "soon"], "iterations (5) or seconds"),
+])
+def test_bad_flags_are_usage_errors(tmp_path, args, message):
+    result = invoke("--out", tmp_path / "out", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_folder_is_one_clear_error(tmp_path):
+    result = invoke("--data", tmp_path / "nowhere", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and result.output.startswith("Error: data folder not found"), result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_checkpoint_is_one_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = invoke("--checkpoint", tmp_path / "empty", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "no model.safetensors" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def overflowing_checkpoint(tmp_path_factory, data_dir) -> Path:
+    """A checkpoint whose logits exceed fp16's range (65504): its fp16 export must fail parity, fp32 must not."""
+    from trainer.checkpoint import model_metadata, save_checkpoint
+    from trainer.data import IMAGENET_MEAN, IMAGENET_STD
+    from trainer.model import AlexNet
+
+    torch.manual_seed(0)
+    model = AlexNet(3)
+    with torch.no_grad():
+        model.classifier.fc8.weight.mul_(1e7)
+    meta = model_metadata(3, ["circle", "square", "star"], IMAGENET_MEAN, IMAGENET_STD, 0.5, status="finished",
+                          epochs_run=0, data={"path": str(data_dir), "val_split": 0.2, "seed": 0})
+    run = tmp_path_factory.mktemp("overflow") / "run"
+    save_checkpoint(run, model.state_dict(), meta)
+    return run
+
+
+# fp16 conversion warns about the weights it cannot represent: that is the point of this checkpoint.
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_parity_failure_is_recorded_and_exits_1(overflowing_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("--checkpoint", overflowing_checkpoint, "--out", out, "--precisions", "fp32,fp16",
+                    "--runtimes", "onnxruntime", *QUICK)
+    assert result.exit_code == 1, result.output
+    assert "Error: export fp16: " in result.output
+    report = read_report(out)
+    assert report["status"] == "failed" and report["failures"][0].startswith("export fp16: ")
+    fp16 = report["exports"]["fp16"]
+    assert fp16["status"] == "failed" and "misses its tolerance" in fp16["error"]
+    assert any(not check["passed"] for check in fp16["parity"])
+    assert not (out / "onnx" / "model.fp16.onnx").exists()
+    assert fp16["failed_file"] and Path(fp16["failed_file"]).is_file()  # kept for debugging, under another name
+    # The fp32 results are all still there.
+    assert report["exports"]["fp32"]["status"] == "passed"
+    assert {(r["runtime"], r["precision"]) for r in report["rows"]} == {("onnxruntime", "fp32")}
+    assert (out / "report" / "latency.png").is_file()
+    assert "FAILED export fp16" in (out / "report" / "report.md").read_text()
+
+
+def test_ctrl_c_writes_the_report_with_what_finished(e2e, tmp_path):
+    """Ctrl-C during the second export: the first export is in the report, the pipeline says it was interrupted."""
+    from deploy.timing import BenchConfig
+    from deploy.pipeline import PipelineConfig, PipelineProgress, run_pipeline
+
+    _, first = e2e
+
+    def press_ctrl_c_in_int8(text: str) -> None:
+        if text.startswith("calibrating"):  # only the int8 export calibrates
+            raise KeyboardInterrupt
+
+    config = PipelineConfig(checkpoint=str(first / "train"), out=str(tmp_path / "out"), precisions=("fp32", "int8"),
+                            runtimes=("onnxruntime",), batch_sizes=(1,), parity_samples=8,
+                            timing=BenchConfig(warmup_iters=1, iterations=2))
+    result = run_pipeline(config, PipelineProgress(export=press_ctrl_c_in_int8))
+    assert result.interrupted and not result.passed
+    report = read_report(tmp_path / "out")
+    assert report["status"] == "interrupted" and report["interrupted_during"] == "export int8"
+    assert report["exports"]["fp32"]["status"] == "passed" and "int8" not in report["exports"]
+    assert [a["precision"] for a in report["artifacts"] if a["kind"] == "onnx"] == ["fp32"]
+    assert report["rows"] == []  # the bench had not started
+    assert "INTERRUPTED" in (tmp_path / "out" / "report" / "report.md").read_text()
