@@ -63,7 +63,19 @@ def warmup(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int,
     return result
 
 
-SECONDS = click.FloatRange(min=0, max=3600, min_open=True)  # finite: NaN and inf fail the range check
+class FiniteRange(click.FloatRange):
+    """A float range that also refuses NaN (which passes every comparison, so plain FloatRange lets it through)."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+SECONDS = FiniteRange(min=0, max=3600, min_open=True)  # a NaN or infinite duration would never end
 RUNTIMES_OPTION = click.option(
     "--runtimes", "--runtime", "runtimes", default="all", show_default=True,
     callback=list_option(RUNTIME_NAMES, allow_all=True),

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
 import secrets
 from pathlib import Path
 from typing import Iterator
+
+from core.errors import ToolkitError
 
 
 @contextlib.contextmanager
@@ -19,6 +22,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
     tmp_path = _new_temp_file(path, suffix)
     try:
         yield tmp_path
@@ -36,13 +40,31 @@ def _new_temp_file(path: Path, suffix: str) -> Path:
     (the background checkpoint saver writes files too).
     """
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}.tmp"
+        tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}{suffix}.tmp"
         try:
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             return tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name next to {path}")
+
+
+def _remove_orphans(path: Path) -> None:
+    """Temporary files a killed process left next to ``path`` (their pid is in the name and no longer runs)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*-*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -69,6 +91,28 @@ def update_digest(digest, path: str | os.PathLike, chunk_bytes: int = 1 << 20) -
     with open(path, "rb") as f:
         while chunk := f.read(chunk_bytes):
             digest.update(chunk)
+
+
+class OutputPathError(ToolkitError):
+    """An output path that cannot be written (a folder, a read-only or missing place), found before the work."""
+
+
+def check_writable(path: str | os.PathLike, option: str) -> None:
+    """Make sure ``path`` can be written before minutes of work go into it: not a folder, its folder creatable and
+    writable (a probe file is created and removed).
+
+    Raises:
+        OutputPathError: naming the option, the path and what the OS said.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{option} {path} is a folder; give a file name, such as {path / 'out'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = _new_temp_file(path, ".probe")
+        probe.unlink()
+    except OSError as e:
+        raise OutputPathError(f"{option} {path}: cannot write to {path.parent} ({e.strerror or e})") from None
 
 
 def check_not_an_input(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None], option: str) -> None:

@@ -107,6 +107,21 @@ def torch_threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+def die_with_parent() -> bool:
+    """Ask the kernel to SIGKILL this process when its parent dies, even by kill -9 (Linux ``PR_SET_PDEATHSIG``), so
+    data workers and helper processes never outlive a killed run. Returns whether it was set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        return libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 @contextlib.contextmanager
 def environ_set(**values: str) -> Iterator[None]:
     """Set environment variables for a block (e.g. for child processes it starts), then restore the old values."""

@@ -210,7 +210,8 @@ def _runnable(plan: BenchPlan, torch_model: TorchModel | None, state: _State) ->
 def _batch_sizes(requested: Sequence[int], info: OnnxInfo, state: _State) -> list[int]:
     sizes = sorted(set(int(b) for b in requested))
     if not sizes or not 1 <= sizes[0] <= sizes[-1] <= MAX_BATCH:
-        raise UsageError(f"batch sizes must be 1..{MAX_BATCH} (the exported graphs' batch bound), got {list(requested)}")
+        raise UsageError(f"batch sizes must be 1..{MAX_BATCH} (the exported graphs' batch bound), got "
+                         f"{list(requested)}")
     static = info.static_batch
     if static is not None and sizes != [static]:
         state.notes.append(f"the graph has a static batch of {static}: measuring only that (asked for {sizes})")

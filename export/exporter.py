@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from export import lrn as lrn_forms
 from export.errors import ExportError, ParityError
 from core.contract import INPUT_SHAPE, MAX_BATCH
 from core.errors import ToolkitError, first_line
-from core.fileio import atomic_path, check_not_an_input, sha256_file
+from core.fileio import atomic_path, check_not_an_input, check_writable, sha256_file
 from core.onnx_file import OnnxMeta, write_metadata
 from export.images import DataSource, ImageSet, validation_images
 from export.images import calibration_images as load_calibration_images
@@ -28,7 +27,7 @@ from export.spec import ExportSpec, ir_version_for
 from export.validate import validate_onnx
 from runtimes.ort_runtime import OrtRuntime
 from runtimes.parity import ParityReport, compare_outputs
-from trainer.checkpoint import load_checkpoint
+from trainer.checkpoint import load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +101,11 @@ def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
         spec.validate()
     except ValueError as e:
         raise ExportError(str(e)) from None
-    out_path = Path(out_path)
-    ckpt = load_checkpoint(checkpoint_path)
-    check_not_an_input(out_path, {"the checkpoint": ckpt.path, "the checkpoint's metadata": ckpt.path.with_suffix(
-        ".json"), "the calibration data": calibration_data}, "the output")
-    _check_writable(out_path)
+    out_path, weights = Path(out_path), resolve_checkpoint(checkpoint_path)
+    check_not_an_input(out_path, {"the checkpoint": weights, "the checkpoint's metadata": weights.with_suffix(".json"),
+                                  "the calibration data": calibration_data}, "the output")
+    check_writable(out_path, "the output")
+    ckpt = load_checkpoint(weights)
     start = time.perf_counter()
     model = ckpt.build_model()
     source = DataSource.from_checkpoint(ckpt.meta)
@@ -162,18 +161,6 @@ def _apply_precision(proto: onnx.ModelProto, spec: ExportSpec, calib: ImageSet |
                               input_name=spec.input_name, exclude=keep_fp32)
     timings["quantize"] = time.perf_counter() - start
     return proto
-
-
-def _check_writable(out_path: Path) -> None:
-    if out_path.is_dir():
-        raise ExportError(f"the output path {out_path} is a folder; give a file name such as {out_path / 'model.onnx'}")
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".probe", dir=out_path.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ExportError(f"cannot write to {out_path.parent}: {e.strerror or e}") from None
 
 
 def _torch_export(model: torch.nn.Module, spec: ExportSpec) -> onnx.ModelProto:

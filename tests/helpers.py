@@ -113,3 +113,37 @@ def make_image_folder(root: Path, classes=("circle", "square", "star"), per_clas
             img = draw_sample(shape, size, np.random.default_rng([seed, label, i]))
             img.save(root / name / f"{i}.png")
     return root
+
+
+def make_pooling_classifier(path: Path, class_names: list[str], logits: int | None = None, dynamic_hw: bool = False,
+                            meta: dict | None = None, raw_props: dict[str, str] | None = None) -> Path:
+    """A tiny ONNX "classifier" with AlexNet's I/O contract (input [N, 3, 227, 227], output [N, logits]): global
+    average pool → Gemm, with alexnet-deploy metadata. Runs in microseconds, so the CLI's model checks can be tested
+    without exporting AlexNet. ``logits`` other than the class count, ``dynamic_hw`` and ``raw_props`` (metadata
+    entries written as given, e.g. not JSON) build the broken variants."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = logits or len(class_names)
+    h = "h" if dynamic_hw else 227
+    w = "w" if dynamic_hw else 227
+    weight = numpy_helper.from_array(np.arange(3 * n, dtype=np.float32).reshape(3, n) / 10, "w")
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"])], "pooling",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, h, w])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
+    props = {"class_names": class_names, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+             "input_shape": [3, 227, 227], "precision": "fp32", "checkpoint_sha256": "", "checkpoint_path": "",
+             **(meta or {})}
+    for key, value in props.items():
+        if value is not None:  # None in ``meta`` leaves the entry out (partial metadata)
+            model.metadata_props.add(key=f"alexnet_deploy.{key}", value=json.dumps(value))
+    for key, value in (raw_props or {}).items():
+        model.metadata_props.add(key=f"alexnet_deploy.{key}", value=value)
+    onnx.save(model, str(path))
+    return path

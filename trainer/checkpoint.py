@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
+import pickle
 import platform
 import shutil
 import threading
@@ -21,11 +23,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from trainer.errors import CheckpointError
+from core.contract import INPUT_SHAPE
 from core.errors import first_line
 from core.fileio import atomic_path, write_json_atomic, write_text_atomic
+from trainer.errors import CheckpointError
 from trainer.model import ARCHITECTURE, AlexNet, build_model
-from core.contract import INPUT_SHAPE
 
 FORMAT = "alexnet-deploy/checkpoint"
 FORMAT_VERSION = 1
@@ -94,7 +96,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.is_dir():
         path = path / WEIGHTS_NAME
         if not path.is_file():
-            raise CheckpointError(f"no {WEIGHTS_NAME} in the run folder {path.parent} (has training finished an epoch?)")
+            raise CheckpointError(f"no {WEIGHTS_NAME} in the run folder {path.parent} (has training finished an "
+                                  "epoch?)")
     elif not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path
@@ -114,13 +117,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} is not a readable safetensors file: {first_line(e)}") from None
     meta = _read_meta(weights, header)
-    for key in ("num_classes", "class_names", "mean", "std"):
-        if key not in meta:
-            raise CheckpointError(f"{weights}: metadata lacks {key!r}")
-    if meta.get("architecture") != ARCHITECTURE:
-        raise CheckpointError(f"{weights}: architecture {meta.get('architecture')!r} is not {ARCHITECTURE!r}")
-    if len(meta["class_names"]) != meta["num_classes"]:
-        raise CheckpointError(f"{weights}: {len(meta['class_names'])} class names for {meta['num_classes']} classes")
+    _check_meta(weights, meta)
     ckpt = Checkpoint(state_dict, meta, weights)
     fc8 = state_dict.get("classifier.fc8.weight")
     if fc8 is None or fc8.shape[0] != meta["num_classes"]:
@@ -128,6 +125,36 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{weights}: the weights do not match the metadata "
                               f"({meta['num_classes']} classes, {found})")
     return ckpt
+
+
+def _check_meta(weights: Path, meta: dict[str, Any]) -> None:
+    """Every field the model is rebuilt and preprocessed from, checked before it is used (a 2-value mean or a text
+    dropout would otherwise fail later, in export or predict, with a traceback)."""
+    for key in ("num_classes", "class_names", "mean", "std"):
+        if key not in meta:
+            raise CheckpointError(f"{weights}: metadata lacks {key!r}")
+    if meta.get("architecture") != ARCHITECTURE:
+        raise CheckpointError(f"{weights}: architecture {meta.get('architecture')!r} is not {ARCHITECTURE!r}")
+    n, names = meta["num_classes"], meta["class_names"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise CheckpointError(f"{weights}: num_classes must be a positive integer, got {n!r}")
+    if not isinstance(names, list) or not all(isinstance(c, str) and c.strip() for c in names):
+        raise CheckpointError(f"{weights}: class_names must be a list of non-empty names, got {str(names)[:80]}")
+    if len(names) != n:
+        raise CheckpointError(f"{weights}: {len(names)} class names for {n} classes")
+    for key in ("mean", "std"):
+        value = meta[key]
+        if (not isinstance(value, list) or len(value) != 3 or not all(_finite(v) for v in value)
+                or key == "std" and min(value) <= 0):
+            rule = "3 positive finite numbers" if key == "std" else "3 finite numbers"
+            raise CheckpointError(f"{weights}: {key} must be {rule} (R, G, B), got {value!r}")
+    dropout = meta.get("dropout", 0.5)
+    if not _finite(dropout) or not 0 <= dropout < 1:
+        raise CheckpointError(f"{weights}: dropout must be a number in [0, 1), got {dropout!r}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _read_meta(weights: Path, header: dict[str, str]) -> dict[str, Any]:
@@ -196,24 +223,44 @@ def save_resume_state(run_dir: str | os.PathLike, epoch: int, state: dict[str, A
     weights they are hard-linked instead of rewritten (228 MB per epoch saved on a 6-class AlexNet).
     """
     root = Path(run_dir) / "resume"
-    folder = root / f"epoch-{epoch:04d}"
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(folder / "model.safetensors"))
-    torch.save(optimizer_state, folder / "optimizer.pt")
-    if best_weights is not None:
-        best_path = folder / "best.safetensors"
-        previous = _latest_folder(root)
-        reusable = previous is not None and best_epoch is not None and _saved_best_epoch(previous) == best_epoch
-        if not (reusable and _try_link(previous / "best.safetensors", best_path)):
-            save_file({k: v.contiguous() for k, v in best_weights.items()}, str(best_path))
-        state = {**state, "best_weights_epoch": best_epoch}
-    write_json_atomic(folder / "state.json", {"epoch": epoch, **state})
-    write_text_atomic(root / "LATEST", folder.name + "\n")  # the switch: readers follow this pointer
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".epoch-*.partial"):  # left by a killed process or a failed write (a full disk)
+        shutil.rmtree(stale, ignore_errors=True)
+    name = f"epoch-{epoch:04d}"
+    # Written complete in a hidden folder, then renamed: a full disk or a kill mid-write leaves the previous epoch
+    # (which LATEST still names) intact and resumable, and no half-written epoch-N/ beside it.
+    partial = root / f".{name}.partial"
+    partial.mkdir()
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()},
+                  str(partial / "model.safetensors"))
+        torch.save(optimizer_state, partial / "optimizer.pt")
+        if best_weights is not None:
+            previous = _latest_folder(root)
+            reusable = previous is not None and best_epoch is not None and _saved_best_epoch(previous) == best_epoch
+            if not (reusable and _try_link(previous / "best.safetensors", partial / "best.safetensors")):
+                save_file({k: v.contiguous() for k, v in best_weights.items()}, str(partial / "best.safetensors"))
+            state = {**state, "best_weights_epoch": best_epoch}
+        write_json_atomic(partial / "state.json", {"epoch": epoch, **state})
+        _fsync_folder(partial)
+        if (root / name).exists():
+            shutil.rmtree(root / name)
+        os.rename(partial, root / name)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    write_text_atomic(root / "LATEST", name + "\n")  # the switch: readers follow this pointer
     for old in root.glob("epoch-*"):
-        if old != folder:
+        if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """The files' data on disk before the rename publishes them (a crash must not leave a complete-looking folder of
+    empty files)."""
+    for path in folder.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
 
 
 def _latest_folder(root: Path) -> Path | None:
@@ -250,7 +297,8 @@ def load_resume_state(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[
         optimizer_state = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
         best_path = folder / "best.safetensors"
         best = load_file(str(best_path)) if best_path.is_file() else None
-    except (OSError, ValueError, SafetensorError, RuntimeError) as e:
-        raise CheckpointError(f"the resume state in {folder} is unreadable: {first_line(e)}") from None
+    except (OSError, ValueError, SafetensorError, RuntimeError, pickle.UnpicklingError) as e:
+        # weights_only=True refuses anything but tensors and plain containers: a planted pickle lands here
+        raise CheckpointError(f"the resume state in {folder} is unreadable or unsafe: {first_line(e)}") from None
     return state, model_state, optimizer_state, best
 

@@ -73,7 +73,8 @@ class TrainConfig:
         checks = [
             ("--epochs", self.epochs, 1, 100_000, True), ("--batch-size", self.batch_size, 1, 65_536, True),
             ("--lr", self.lr, 0, 10, False), ("--momentum", self.momentum, 0, 1, True),
-            ("--weight-decay", self.weight_decay, 0, 10, True), ("--warmup-epochs", self.warmup_epochs, 0, 100_000, True),
+            ("--weight-decay", self.weight_decay, 0, 10, True),
+            ("--warmup-epochs", self.warmup_epochs, 0, 100_000, True),
             ("--dropout", self.dropout, 0, 1, "max_open"), ("--val-split", self.val_split, 0, 1, False),
             ("--seed", self.seed, 0, 2**32 - 1, True), ("--rotation", a.rotation_deg, 0, 180, True),
             ("--zoom MIN", a.zoom[0], 0, 100, "max_closed"), ("--zoom MAX", a.zoom[1], 0, 100, "max_closed"),

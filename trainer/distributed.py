@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from core.errors import ToolkitError, UnavailableError, UsageError
-from core.host import environ_set, resolve_device
+from core.host import die_with_parent, environ_set, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ def init(device_name: str) -> tuple[DistContext, torch.device]:
     device = rank_device(device_name, ctx)
     if not launched():
         return ctx, device
+    die_with_parent()  # a torchrun worker must not outlive its agent, even when the agent is killed with -9
     import torch.distributed as dist
 
     if device.type == "cuda" and device.index is None:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from trainer import distributed
 from trainer.data import IMAGENET_MEAN, IMAGENET_STD, EpochSampler, epoch_seed, normalize_batch
+from core.host import die_with_parent
 from trainer.distributed import DistContext
 from trainer.errors import TrainingDivergedError
 
@@ -42,7 +43,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "torchvision", "PIL.Image", "trainer.data"])
+    ctx.set_forkserver_preload(["trainer.forkserver_guard", "torch", "torchvision", "PIL.Image", "trainer.data"])
     return ctx
 
 
@@ -53,6 +54,15 @@ def to_training_layout(model: nn.Module, device: torch.device) -> nn.Module:
     bf16 autocast and +9 % in fp32 on the 2-core reference CPU (benchmarks/train_throughput.py).
     """
     return model.to(device, memory_format=torch.channels_last)
+
+
+def _worker_init(worker_id: int) -> None:
+    """A data worker ignores Ctrl-C (the training process stops it, without a KeyboardInterrupt traceback per worker)
+    and dies with its parent, even on kill -9 (Linux: PR_SET_PDEATHSIG)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
 
 
 class Trainer:
@@ -126,6 +136,11 @@ class Trainer:
                 dataset, batch_size=self.batch_size, sampler=sampler, num_workers=workers,
                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
                 prefetch_factor=4 if workers else None,
+                # Its own generator: a loader draws its workers' base seed when its iterator starts (the first epoch
+                # of a process), and from the global RNG that would shift every dropout mask of the epoch in which a
+                # resumed run starts. The per-sample transforms seed themselves (ImageListDataset), so the workers'
+                # seeds change nothing else.
+                generator=torch.Generator().manual_seed(self.seed), worker_init_fn=_worker_init,
                 # Workers forked from the trainer share its pages: every page the trainer then writes is copied
                 # (575k page faults and -20 % img/s per epoch measured). A forkserver's workers share nothing.
                 multiprocessing_context=worker_context() if workers else None)
