@@ -44,16 +44,24 @@ def write_triton(model: Path, repo: Path, plan: Path | None = None, engine_cache
                    "engine cache built from this exact file, if any.")
 @click.option("--engine-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Engine cache searched for an engine. Default: ~/.cache/alexnet-deploy/trt-engines.")
-@click.option("--no-plan", is_flag=True, help="Write only the ONNX Runtime model, even when an engine exists.")
+@click.option("--no-plan", is_flag=True, help="Write no TensorRT model, even when an engine exists.")
+@click.option("--openvino", is_flag=True,
+              help="Also write <name>_openvino: the same file on Triton's OpenVINO backend (CPU instances, latency "
+                   "hint), the fastest CPU serving measured here.")
+@click.option("--bf16", is_flag=True, help="The OpenVINO model computes in bf16 (HINT_BF16; CPUs with native bf16).")
 @click.option("--overwrite", is_flag=True, help="Replace existing model folders of the same name.")
 def triton(model: Path, repo: Path, name: str | None, instances: int, kind: str, max_batch: int | None,
-           max_queue_delay: int, plan: Path | None, engine_cache: Path | None, no_plan: bool, overwrite: bool) -> None:
+           max_queue_delay: int, plan: Path | None, engine_cache: Path | None, no_plan: bool, openvino: bool,
+           bf16: bool, overwrite: bool) -> None:
     """Write a Triton Inference Server model repository for an exported ONNX file (and its TensorRT engine).
 
     REPO/<name>/config.pbtxt, REPO/<name>/labels.txt and REPO/<name>/1/model.onnx for the onnxruntime backend, plus
-    REPO/<name>_trt/ with 1/model.plan when a TensorRT engine exists. Each model folder appears complete or not at all.
+    REPO/<name>_openvino/ (--openvino) for the openvino backend and REPO/<name>_trt/ with 1/model.plan when a TensorRT
+    engine exists. Each model folder appears complete or not at all.
     """
     if plan is not None and no_plan:
         raise click.BadParameter("give --plan or --no-plan, not both", param_hint="--plan")
+    if bf16 and not openvino:
+        raise click.BadParameter("--bf16 sets the OpenVINO model's precision: add --openvino", param_hint="--bf16")
     write_triton(model, repo, plan, engine_cache, no_plan, name=name, max_batch=max_batch, instances=instances,
-                 kind=kind, max_queue_delay_us=max_queue_delay, overwrite=overwrite)
+                 kind=kind, max_queue_delay_us=max_queue_delay, overwrite=overwrite, openvino=openvino, bf16=bf16)

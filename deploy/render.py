@@ -115,7 +115,7 @@ def triton_summary(result) -> tuple[list[str], list[str]]:
         c = model.config
         batching = (f"max_batch_size {c.max_batch_size}, preferred batches {list(c.preferred_batch_sizes)}"
                     if c.max_batch_size else "max_batch_size 0 (static batch: no dynamic batching)")
-        lines.append(f"  {c.name}: {c.platform}, {batching}, {c.instance_count} x {c.instance_kind}")
+        lines.append(f"  {c.name}: {c.platform or c.backend}, {batching}, {c.instance_count} x {c.instance_kind}")
         lines += [f"    {path}" for path in model.files]
     lines.append(f"Serve it with: tritonserver --model-repository={result.repo.resolve()}")
     return lines, [f"Note: {note}" for note in result.notes]

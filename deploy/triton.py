@@ -5,6 +5,7 @@ Layout (Triton's: a folder per model, numbered version folders, model files unde
     DIR/alexnet/config.pbtxt          onnxruntime_onnx: I/O from the graph, dynamic batching, instance group
     DIR/alexnet/labels.txt            one class per line, the output's label_filename (classification extension)
     DIR/alexnet/1/model.onnx
+    DIR/alexnet_openvino/...          the openvino backend on the same ONNX file (CPU), when asked for
     DIR/alexnet_trt/config.pbtxt      tensorrt_plan, only when a TensorRT engine exists for this ONNX file
     DIR/alexnet_trt/labels.txt
     DIR/alexnet_trt/1/model.plan
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.triton_config import (LABELS_NAME, PlanFile, TritonConfig, TritonError, TritonOptions, onnx_config,
-                                  plan_config)
+                                  openvino_config, plan_config)
 from core.fileio import sha256_file
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ def write_triton_repository(onnx_path: str | os.PathLike, repo: str | os.PathLik
     onnx_path, repo = Path(onnx_path), Path(repo)
     config = onnx_config(onnx_path, options)
     models = [(config, onnx_path, "model.onnx")]
+    if options.openvino:
+        models.append((openvino_config(config, options), onnx_path, "model.onnx"))
     if plan is not None:
         _check_plan_source(plan, onnx_path)
         models.append((plan_config(config, plan, options), plan.path, "model.plan"))

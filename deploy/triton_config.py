@@ -41,6 +41,8 @@ class TritonOptions:
     kind: str = "auto"                   # auto | cpu | gpu for the ONNX model (a plan always runs on the GPU)
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US
     overwrite: bool = False              # replace existing model folders of the same name
+    openvino: bool = False               # also write <name>_openvino for Triton's OpenVINO backend (CPU serving)
+    bf16: bool = False                   # the OpenVINO variant computes in bf16 (CPUs with native bf16)
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class TritonTensor:
 class TritonConfig:
     """A model's config.pbtxt as data; :meth:`to_pbtxt` renders it in protobuf text format."""
     name: str
-    platform: str                        # onnxruntime_onnx | tensorrt_plan
-    backend: str                         # onnxruntime | tensorrt
+    platform: str                        # onnxruntime_onnx | tensorrt_plan | "" (the openvino backend has none)
+    backend: str                         # onnxruntime | tensorrt | openvino
     max_batch_size: int                  # 0 = the model does not batch: dims are the full shapes
     inputs: tuple[TritonTensor, ...]
     outputs: tuple[TritonTensor, ...]
@@ -68,17 +70,23 @@ class TritonConfig:
     instance_count: int = 1
     comments: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()         # the labels file's lines (class names); empty = no labels file
+    default_model_filename: str | None = None  # the file in the version folder, when not the backend's default
+    parameters: tuple[tuple[str, str], ...] = ()  # backend parameters (the openvino backend's settings)
 
     def to_pbtxt(self) -> str:
         lines = [f"# {c}" for c in self.comments]
-        lines += [f"name: {_quote(self.name)}", f"platform: {_quote(self.platform)}",
-                  f"backend: {_quote(self.backend)}", f"max_batch_size: {self.max_batch_size}"]
+        lines += [f"name: {_quote(self.name)}"] + ([f"platform: {_quote(self.platform)}"] if self.platform else [])
+        lines += [f"backend: {_quote(self.backend)}", f"max_batch_size: {self.max_batch_size}"]
+        if self.default_model_filename:
+            lines.append(f"default_model_filename: {_quote(self.default_model_filename)}")
         lines += _tensors("input", self.inputs) + _tensors("output", self.outputs)
         if self.max_batch_size > 0:  # Triton batches only models that declare a batch dimension
             lines += ["dynamic_batching {", f"  preferred_batch_size: [ {_ints(self.preferred_batch_sizes)} ]",
                       f"  max_queue_delay_microseconds: {self.max_queue_delay_us}", "}"]
         lines += ["instance_group [", "  {", f"    count: {self.instance_count}", f"    kind: {self.instance_kind}",
                   "  }", "]"]
+        for key, value in self.parameters:
+            lines += ["parameters {", f"  key: {_quote(key)}", f"  value {{ string_value: {_quote(value)} }}", "}"]
         return "\n".join(lines) + "\n"
 
 
@@ -172,6 +180,24 @@ def plan_config(base: TritonConfig, plan: PlanFile, options: TritonOptions = Tri
     return replace(base, name=f"{base.name}_trt", platform="tensorrt_plan", backend="tensorrt",
                    max_batch_size=max_batch, preferred_batch_sizes=preferred_batch_sizes(max_batch, profile.get("opt")),
                    instance_kind="KIND_GPU", comments=comments)
+
+
+def openvino_config(base: TritonConfig, options: TritonOptions = TritonOptions()) -> TritonConfig:
+    """config.pbtxt for Triton's OpenVINO backend on the same ONNX file: CPU instances set up as the toolkit's
+    openvino runtime measures them (latency hint, one stream per instance), bf16 when asked.
+
+    The backend has no parameter that pins f32: without HINT_BF16 OpenVINO uses its default inference precision,
+    which is bf16 on CPUs with native bf16 (AVX512-BF16, AMX) and f32 elsewhere. The comment in the file says so,
+    and the report's openvino bf16 rows describe what such a CPU serves.
+    """
+    parameters = [("PERFORMANCE_HINT", "LATENCY"), ("NUM_STREAMS", "1")]
+    parameters += [("HINT_BF16", "YES")] if options.bf16 else []
+    precision = ("bf16 (HINT_BF16)" if options.bf16 else
+                 "OpenVINO's default precision: bf16 on CPUs with native bf16, else the file's own")
+    comments = base.comments + (f"OpenVINO backend on the ONNX file: {precision}; latency hint, one stream per "
+                                "instance.",)
+    return replace(base, name=f"{base.name}_openvino", platform="", backend="openvino", instance_kind="KIND_CPU",
+                   default_model_filename="model.onnx", parameters=tuple(parameters), comments=comments)
 
 
 def preferred_batch_sizes(max_batch: int, opt: int | None = None) -> tuple[int, ...]:

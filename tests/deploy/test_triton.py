@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 import cli
 from core.onnx_file import OnnxMeta, write_metadata
-from export.spec import MAX_BATCH
+from core.contract import MAX_BATCH
 from deploy.triton import write_triton_repository
 from deploy.triton_config import PlanFile, TritonError, TritonOptions
 from runtimes.trt_engine import BatchProfile, engine_manifest, find_engines, store_engine
@@ -66,13 +66,18 @@ def _model_config_class():
     message("ModelDynamicBatching", [(1, "preferred_batch_size", f.TYPE_INT32, many, None),
                                      (2, "max_queue_delay_microseconds", f.TYPE_UINT64, one, None),
                                      (3, "preserve_ordering", f.TYPE_BOOL, one, None)])
-    message("ModelConfig", [(1, "name", f.TYPE_STRING, one, None), (2, "platform", f.TYPE_STRING, one, None),
+    message("ModelParameter", [(1, "string_value", f.TYPE_STRING, one, None)])
+    config = message("ModelConfig", [(1, "name", f.TYPE_STRING, one, None), (2, "platform", f.TYPE_STRING, one, None),
                             (17, "backend", f.TYPE_STRING, one, None), (4, "max_batch_size", f.TYPE_INT32, one, None),
                             (5, "input", f.TYPE_MESSAGE, many, ".inference.ModelInput"),
                             (6, "output", f.TYPE_MESSAGE, many, ".inference.ModelOutput"),
                             (11, "dynamic_batching", f.TYPE_MESSAGE, one, ".inference.ModelDynamicBatching"),
                             (7, "instance_group", f.TYPE_MESSAGE, many, ".inference.ModelInstanceGroup"),
-                            (8, "default_model_filename", f.TYPE_STRING, one, None)])
+                            (8, "default_model_filename", f.TYPE_STRING, one, None),
+                            (14, "parameters", f.TYPE_MESSAGE, many, ".inference.ModelConfig.ParametersEntry")])
+    entry = message("ParametersEntry", [(1, "key", f.TYPE_STRING, one, None),
+                                        (2, "value", f.TYPE_MESSAGE, one, ".inference.ModelParameter")], config)
+    entry.options.map_entry = True  # map<string, ModelParameter> parameters = 14
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return pool, message_factory.GetMessageClass(pool.FindMessageTypeByName("inference.ModelConfig"))
@@ -210,6 +215,28 @@ def test_bad_options(tiny_with_meta, tmp_path, options, match):
     assert not list(tmp_path.iterdir())
 
 
+# ---- the OpenVINO backend variant ----
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_openvino_backend_serves_the_same_file_on_cpu(tiny_with_meta, tmp_path, bf16):
+    result = write_triton_repository(tiny_with_meta, tmp_path, TritonOptions(openvino=True, bf16=bf16))
+    assert [m.config.name for m in result.models] == ["alexnet", "alexnet_openvino"]
+    config = parse_config(tmp_path / "alexnet_openvino")
+    assert (config.backend, config.platform, config.default_model_filename) == ("openvino", "", "model.onnx")
+    assert config.instance_group[0].kind == enum("ModelInstanceGroup.Kind", "KIND_CPU")
+    assert {k: v.string_value for k, v in config.parameters.items()} == {
+        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", **({"HINT_BF16": "YES"} if bf16 else {})}
+    assert_io_matches(config, tiny_with_meta, batched=True)
+    assert config.max_batch_size == MAX_BATCH and config.output[0].label_filename == "labels.txt"
+    assert filecmp.cmp(tiny_with_meta, tmp_path / "alexnet_openvino" / "1" / "model.onnx", shallow=False)
+
+
+def test_cli_openvino_and_its_bf16_flag(tiny_with_meta, tmp_path):
+    assert triton_cli(tiny_with_meta, "--repo", tmp_path, "--bf16").exit_code == 2  # bf16 of what? say --openvino
+    result = triton_cli(tiny_with_meta, "--repo", tmp_path, "--openvino", "--no-plan")
+    assert result.exit_code == 0 and "alexnet_openvino: openvino" in result.output
+
+
 # ---- the TensorRT plan variant ----
 
 def test_plan_adds_a_tensorrt_model(tiny_with_meta, tmp_path):
@@ -255,7 +282,7 @@ def test_cli_help_documents_every_option():
     result = triton_cli("--help")
     assert result.exit_code == 0
     for option in ("--repo", "--name", "--instances", "--kind", "--max-batch", "--max-queue-delay", "--plan",
-                   "--engine-cache", "--no-plan", "--overwrite"):
+                   "--engine-cache", "--no-plan", "--openvino", "--bf16", "--overwrite"):
         assert option in result.output
     export_help = CliRunner().invoke(cli.main, ["export", "--help"]).output
     assert "--triton-repo" in export_help and "--triton-name" in export_help
