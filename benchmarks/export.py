@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CEILING_GFLOPS = 375.0  # best fp32 GEMM on this 2-core machine (ORT/MLAS sgemm), docs/cpu-performance.md
+CEILING_GFLOPS = 375.0  # best fp32 GEMM ever measured on this 2-core machine type (ORT/MLAS sgemm), docs/performance.md
 FOREIGN_LIMIT = 0.15    # a block with more foreign CPU use than this share is not "clean"
 PEAK = "peak: ORT fp32 MatMul 4096^3"  # timed in the same rounds, to state the ceiling of *this* run
 GEMM_N = 4096

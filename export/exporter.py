@@ -49,7 +49,7 @@ class ExportResult:
     size_bytes: int
     checkpoint: Path
     parity: tuple[ParityReport, ...]     # random inputs first, then images when available
-    accuracy: dict[str, float] | None    # {"reference", "onnx", "images"}: top-1 on validation images (fp32 torch vs this)
+    accuracy: dict[str, float] | None    # {"reference", "onnx", "images"}: validation top-1, fp32 torch vs this file
     timings_s: dict[str, float] = field(default_factory=dict)
     ops: dict[str, int] = field(default_factory=dict)
 

@@ -120,7 +120,8 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance) -
 
 def _cosine(r: np.ndarray, c: np.ndarray) -> float:
     """The worst (smallest) per-sample cosine similarity; 1.0 for a pair of all-zero samples."""
-    r2, c2 = np.atleast_2d(r).reshape(max(r.shape[:1] or (1,)), -1), np.atleast_2d(c).reshape(max(c.shape[:1] or (1,)), -1)
+    rows = max(r.shape[:1] or (1,))
+    r2, c2 = np.atleast_2d(r).reshape(rows, -1), np.atleast_2d(c).reshape(rows, -1)
     num = np.sum(r2 * c2, axis=1)
     den = np.linalg.norm(r2, axis=1) * np.linalg.norm(c2, axis=1)
     cos = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
