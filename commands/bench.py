@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from commands import EXIT_FAILED, EXIT_INTERRUPTED
-from commands.options import (MISMATCH_OPTION, RUNTIMES_OPTION, SECONDS, batch_sizes, runtime_options, warmup,
-                              write_reports)
+from commands.options import (MISMATCH_OPTION, RUNTIMES_OPTION, SECONDS, batch_sizes, gate_options, runtime_options,
+                              warmup, write_reports)
 from runtimes.registry import RUNTIME_NAMES
 
 
@@ -61,17 +61,21 @@ from runtimes.registry import RUNTIME_NAMES
               help="Write the full report as JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report as a Markdown table.")
+@gate_options("A bench --json (or pipeline report.json) to compare with: exit 1 when a row shared by both is slower "
+              "than --max-slowdown, fails parity that passed, or lost top-1 (the report is written first).")
 @click.pass_context
 def bench(ctx: click.Context, model: Path, runtimes: tuple[str, ...], precision: str, **opts) -> None:
     """Benchmark an ONNX model on PyTorch, ONNX Runtime (CPU/CUDA), OpenVINO and TensorRT, parity-checked.
 
-    Exit codes: 0 ok, 1 parity miss or runtime failure (after the report), 2 bad usage, 3 a named runtime is not
-    available here, 130 interrupted (the partial report is still printed and written).
+    Exit codes: 0 ok, 1 parity miss, runtime failure or --baseline regression (after the report), 2 bad usage
+    (including a --baseline that is not a bench/pipeline report), 3 a named runtime is not available here, 130
+    interrupted (the partial report is still printed and written).
     """
-    from core.fileio import check_not_an_input
+    from core.fileio import check_not_an_input, check_writable
     from deploy.bench import BenchPlan, run_bench
     from deploy.progress import progress_for
-    from deploy.render import render_markdown, render_text
+    from deploy.gate import compare, load_baseline
+    from deploy.render import gate_failure, gate_markdown, gate_text, render_markdown, render_text
     from deploy.timing import BenchConfig
 
     if opts["iterations"] is not None and opts["duration"] is not None:
@@ -80,6 +84,10 @@ def bench(ctx: click.Context, model: Path, runtimes: tuple[str, ...], precision:
         if opts[option] is not None:
             check_not_an_input(opts[option], {"the model": model, "the reference": opts["reference"]},
                                "--" + option.split("_")[0])
+            if opts["baseline"] is not None:
+                check_not_an_input(opts[option], {"the baseline": opts["baseline"]}, "--" + option.split("_")[0])
+            check_writable(opts[option], "--" + option.split("_")[0])  # now, not after minutes of measuring
+    baseline = load_baseline(opts["baseline"]) if opts["baseline"] else None  # a bad one fails before the bench
     plan = BenchPlan(
         runtimes=runtimes, batch_sizes=opts["batch_sizes"],
         timing=BenchConfig(warmup_iters=opts["warmup"][0], warmup_s=opts["warmup"][1], iterations=opts["iterations"],
@@ -88,13 +96,22 @@ def bench(ctx: click.Context, model: Path, runtimes: tuple[str, ...], precision:
         skip_unavailable=runtimes == RUNTIME_NAMES, parity_samples=opts["parity_samples"],
         parity_images=opts["images"], seed=opts["seed"], allow_checkpoint_mismatch=opts["allow_checkpoint_mismatch"])
     report = run_bench(model, plan, reference=opts["reference"], progress=progress_for(ctx.obj["progress"]))
+    data = report.to_dict()
+    gate = None if baseline is None else compare(baseline, data, opts["max_slowdown"],
+                                                 opts["max_accuracy_drop"]).to_dict()
     click.echo(render_text(report))
-    write_reports({opts["json_path"]: lambda: json.dumps(report.to_dict(), indent=2) + "\n",
-                    opts["markdown_path"]: lambda: render_markdown(report)})
+    if gate is not None:
+        click.echo("\n" + gate_text(gate))
+    write_reports({opts["json_path"]: lambda: json.dumps({**data, "gate": gate}, indent=2) + "\n",
+                   opts["markdown_path"]: lambda: render_markdown(report)
+                   + ("\n".join(gate_markdown(gate)) + "\n" if gate else "")})
     if report.interrupted:
         click.echo("Interrupted: the report holds the measurements made so far.", err=True)
         ctx.exit(EXIT_INTERRUPTED)
-    if not report.passed:
-        click.echo("Error: " + "\n  ".join(report.failures()), err=True)
+    failures = [] if report.passed else report.failures()
+    if gate is not None and not gate["passed"]:
+        failures.append(gate_failure(gate))
+    if failures:
+        click.echo("Error: " + "\n  ".join(failures), err=True)
         ctx.exit(EXIT_FAILED)
 

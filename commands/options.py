@@ -1,6 +1,8 @@
 """Option parsers and options shared by several commands, and the settings they turn into."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from core.contract import MAX_BATCH
@@ -84,6 +86,42 @@ RUNTIMES_OPTION = click.option(
 MISMATCH_OPTION = click.option(
     "--allow-checkpoint-mismatch", is_flag=True,
     help="Use the PyTorch checkpoint even when its sha256 differs from the one the ONNX metadata records.")
+
+
+def _slowdown(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from core.errors import UsageError
+    from deploy.gate import parse_slowdown
+
+    try:
+        return parse_slowdown(value)
+    except UsageError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _accuracy_drop(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    import math
+
+    if not (math.isfinite(value) and 0 <= value <= 100):  # click's FloatRange lets NaN through
+        raise click.BadParameter(f"expected top-1 points from 0 to 100, got {value}")
+    return value
+
+
+def gate_options(baseline_help: str):
+    """--baseline, --max-slowdown and --max-accuracy-drop (bench and pipeline)."""
+    def decorate(command):
+        for option in reversed((
+                click.option("--baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                             default=None, help=baseline_help),
+                click.option("--max-slowdown", default="5%", show_default=True, callback=_slowdown,
+                             help="--baseline: a row whose p50 grew, or whose img/s fell, by more than this (5% or "
+                                  "0.05) fails. Rows whose latency CV exceeds it on either side are not judged."),
+                click.option("--max-accuracy-drop", type=float, default=0.5, show_default=True,
+                             callback=_accuracy_drop,
+                             help="Top-1 points a row may lose: against the --baseline, and (pipeline) against "
+                                  "PyTorch fp32 to be recommended."))):
+            command = option(command)
+        return command
+    return decorate
 
 
 def runtime_options(opts: dict, precision: str | None = None):

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE
-from commands.options import RUNTIMES_OPTION, SECONDS, batch_sizes, list_option, runtime_options, warmup
+from commands.options import RUNTIMES_OPTION, SECONDS, batch_sizes, gate_options, list_option, runtime_options, warmup
 from commands.train import train, train_config, train_options
 from core.contract import PRECISIONS
 
@@ -51,22 +51,30 @@ def _ignored_train_options(ctx: click.Context) -> list[str]:
               help="Fixed-seed random inputs each runtime is compared on (the validation images are compared too).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch, ONNX Runtime and OpenVINO in the bench. Default: the usable cores.")
+@gate_options("An earlier run's OUT/report/report.json (or a bench --json) to compare with: exit 1 when a row "
+              "shared by both is slower than --max-slowdown, fails parity that passed, or lost top-1 (the report is "
+              "written first; it may be the report this run replaces with --overwrite).")
 @train_options()
 @click.pass_context
 def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runtimes: tuple[str, ...],
              precisions: tuple[str, ...], batch_sizes: tuple[int, ...], warmup: tuple[int, float], duration: float,
              task_images: int | None, calibration_images: int, parity_samples: int, threads: int | None,
-             **train_opts) -> None:
+             baseline: Path | None, max_slowdown: float, max_accuracy_drop: float, **train_opts) -> None:
     """Train, export each precision, bench and check every runtime, and write one deployment report.
 
     Writes OUT/train/ (the run), OUT/onnx/model.<precision>[.native-lrn].onnx (each runtime runs the LRN form measured
     fastest for it) and OUT/report/ (report.md, report.json, plots, one bench JSON per file and precision).
 
-    Exit codes: 0 ok, 1 an export, parity check or runtime failed (after the report), 2 bad usage, 3 none of the
-    requested runtimes can run here, 130 interrupted (the report holds what finished).
+    report.md starts with the recommendation: per objective (latency at batch 1, throughput at the largest batch)
+    the fastest runtime × precision that passed parity within --max-accuracy-drop top-1 points of PyTorch fp32.
+
+    Exit codes: 0 ok, 1 an export, parity check or runtime failed, or a --baseline regression (after the report), 2
+    bad usage (including a --baseline that is not a bench/pipeline report), 3 none of the requested runtimes can run
+    here, 130 interrupted (the report holds what finished).
     """
     from deploy.pipeline import PipelineConfig, PipelineProgress, run_pipeline
     from deploy.pipeline_report import render_text
+    from deploy.render import gate_failure, gate_text
     from deploy.progress import progress_for
     from deploy.timing import BenchConfig
 
@@ -78,19 +86,26 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
         timing=BenchConfig(warmup_iters=warmup[0], warmup_s=warmup[1], duration_s=duration),
         options=runtime_options({"threads": threads, "device": train_opts["device"]}),
         calibration_images=calibration_images, parity_samples=parity_samples, task_images=task_images,
-        overwrite=train_opts["overwrite"])
+        overwrite=train_opts["overwrite"], max_accuracy_drop=max_accuracy_drop,
+        baseline=str(baseline) if baseline else None, max_slowdown=max_slowdown)
     shown = ctx.obj["progress"]
     progress = PipelineProgress(show_progress=shown, bench=progress_for(shown),
                                 export=(lambda text: click.echo(f"[export] {text}", err=True)) if shown else None)
     result = run_pipeline(config, progress)
     click.echo(render_text(result.report))
+    gate = result.report["gate"]
+    if gate is not None:
+        click.echo("\n" + gate_text(gate))
     click.echo(f"Report: {result.report_dir / 'report.md'}  (+ report.json, plots)")
     if result.interrupted:
         click.echo(f"Interrupted during {result.report['interrupted_during']}: the report holds what finished.",
                    err=True)
         ctx.exit(EXIT_INTERRUPTED)
-    if result.failures:
-        click.echo("Error: " + "\n  ".join(result.failures), err=True)
+    failures = list(result.failures)
+    if gate is not None and not gate["passed"]:
+        failures.append(gate_failure(gate))
+    if failures:
+        click.echo("Error: " + "\n  ".join(failures), err=True)
         ctx.exit(EXIT_FAILED)
     if result.no_runtime:
         reasons = "\n  ".join(f"{name}: {why}" for name, why in result.skipped.items())

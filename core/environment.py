@@ -74,7 +74,10 @@ def collect_environment(allocator_tuned: bool | None = None, ort_threads: int | 
         "host": platform.node(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(), "usable_cores": usable_cores()},
+        "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(), "usable_cores": usable_cores(),
+                # Other work on the machine while it was measured: a regression gate cannot see a steadily busier
+                # machine in the coefficient of variation, but it can in this.
+                "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
         "gpu": gpu_info(),
         "libraries": {"torch": torch.__version__, "onnxruntime": ort_version,
                       "onnxruntime_package": package_version("onnxruntime-gpu", "onnxruntime"),

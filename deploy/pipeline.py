@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from core.fileio import SetAside, recover_set_aside
 from core.paths import default_run_dir
 from deploy import pipeline_stages as stages
 from deploy.bench import BenchPlan
+from deploy.gate import load_baseline
 from deploy.models import TorchModel, checkpoint_model
 from deploy.pipeline_report import PipelineRecord
 from deploy.timing import BenchConfig, Progress
@@ -44,6 +46,16 @@ class PipelineConfig:
     calibration_images: int = 128          # int8 calibration
     task_images: int | None = None         # validation images for task parity; None = all of them
     overwrite: bool = False                # replace an earlier pipeline run in ``out``; otherwise it is refused
+    max_accuracy_drop: float = 0.5         # top-1 points a row may lose vs PyTorch fp32 and still be recommended
+                                           # (deploy/verdict.py); also the gate's allowed top-1 loss vs --baseline
+    baseline: str | None = None            # a bench or pipeline report JSON to gate this run against (deploy/gate.py)
+    max_slowdown: float = 0.05             # the gate: a row more than this much slower (fraction) than the baseline
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_accuracy_drop) and 0 <= self.max_accuracy_drop <= 100):
+            raise UsageError(f"max_accuracy_drop must be 0..100 top-1 points, got {self.max_accuracy_drop}")
+        if not (math.isfinite(self.max_slowdown) and 0 < self.max_slowdown < 10):
+            raise UsageError(f"max_slowdown must be a fraction above 0 and below 10, got {self.max_slowdown}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,8 @@ def run_pipeline(config: PipelineConfig, progress: PipelineProgress = PipelinePr
     run that fails before that puts it back and raises.
 
     Raises:
-        UsageError: an unknown precision or runtime, or bad training settings (nothing written yet).
+        UsageError: an unknown precision or runtime, or bad training settings (nothing written yet); BaselineError
+            (a UsageError) for a ``baseline`` that is not a bench or pipeline report of this format version.
         CheckpointError, DataError: a bad ``checkpoint`` or ``--data`` (nothing written yet).
         OutputExistsError: ``out`` holds an earlier pipeline run and ``config.overwrite`` is off.
         ToolkitError, TrainingInterrupted: training failed or was interrupted before its first epoch (an earlier run
@@ -98,7 +111,9 @@ def run_pipeline(config: PipelineConfig, progress: PipelineProgress = PipelinePr
     given = checkpoint_model(config.checkpoint, "--checkpoint") if config.checkpoint else None
     start = time.perf_counter()
     out = Path(config.out or default_run_dir())
-    record = PipelineRecord(out, _settings(config))
+    # Read (and checked) before anything runs or moves: it may be the report this run replaces with --overwrite.
+    baseline = load_baseline(config.baseline) if config.baseline else None
+    record = PipelineRecord(out, _settings(config), baseline=baseline)
     targets = _targets(config.runtimes, config.precisions, record)
     if given is None and targets:
         stages.check_training_inputs(config.train)  # every setting and the data, before anything is moved
@@ -218,4 +233,6 @@ def _settings(config: PipelineConfig) -> dict[str, Any]:
             "timing": dataclasses.asdict(config.timing), "runtime_options": dataclasses.asdict(config.options),
             "parity_samples": config.parity_samples, "export_parity_images": config.export_parity_images,
             "calibration_images": config.calibration_images, "task_images": config.task_images,
+            "max_accuracy_drop": config.max_accuracy_drop, "baseline": config.baseline,
+            "max_slowdown": config.max_slowdown,
             "train": None if config.checkpoint else config.train.to_dict()}

@@ -8,14 +8,17 @@ from typing import Any
 import logging
 
 from core.environment import describe_environment
-from deploy.render import ms, pct
+from deploy.render import gate_markdown, ms, pct, verdict_lines
 from deploy.reports import BenchResult, json_safe
 from deploy.task_parity import TaskParity
+from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP, recommend
 
 log = logging.getLogger(__name__)
 
 FORMAT = "alexnet-deploy/pipeline-report"
-FORMAT_VERSION = 2  # 2: rows name their file (model), skipped runtime × precision pairs
+# 2: rows name their file (model), skipped runtime × precision pairs; 3: rows carry their latency CV, the report a
+# recommendation and (with --baseline) a gate
+FORMAT_VERSION = 3
 
 
 @dataclass
@@ -42,6 +45,8 @@ class PipelineRecord:
     stage: str = ""                                                     # the stage running (or last run)
     interrupted: bool = False
     no_runtime: bool = False                                            # none of the requested runtimes can run
+    baseline: dict[str, Any] | None = field(default=None, repr=False)   # --baseline report (deploy/gate.py)
+    gate: dict[str, Any] | None = None                                  # the gate's verdict against it, once judged
 
     def skip(self, runtime: str, precision: str, reason: str) -> None:
         self.skipped[(runtime, precision)] = reason
@@ -72,6 +77,7 @@ class PipelineRecord:
                 "model": r.model,
                 "p50_ms": lat.p50 if lat else None, "p99_ms": lat.p99 if lat else None,
                 "mean_ms": lat.mean if lat else None, "iterations": lat.samples if lat else 0,
+                "cv": lat.cv if lat else None,
                 "throughput": r.throughput, "parity_passed": all(checks.values()) if checks else None,
                 "parity": checks, "task_images": task.images if task else None,
                 "top1_accuracy": task.accuracy if task else None, "agreement": task.agreement if task else None,
@@ -80,7 +86,7 @@ class PipelineRecord:
         return rows
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe({
+        report = json_safe({
             "format": FORMAT, "format_version": FORMAT_VERSION, "status": self.status, "out": str(self.out),
             "failures": self.failures, "interrupted_during": self.stage if self.interrupted else None,
             "settings": self.settings, "environment": self.environment, "training": self.training,
@@ -89,16 +95,26 @@ class PipelineRecord:
             "rows": self.rows(),
             "task_parity": {"source": self.task_source, "results": [t.to_dict() for t in self.task.values()]},
             "bench_files": self.bench_files, "plots": self.plots, "notes": self.notes, "timings_s": self.timings_s})
+        budget = self.settings.get("max_accuracy_drop", DEFAULT_MAX_ACCURACY_DROP)
+        head = {k: report[k] for k in ("format", "format_version", "status", "out", "failures", "interrupted_during")}
+        # The answer first: what to ship, then (with --baseline) whether this run regressed; the evidence follows.
+        return {**head, "recommendation": json_safe(recommend(report, budget).to_dict()), "gate": json_safe(self.gate),
+                **report}
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md from the report.json content (so the two never disagree)."""
     status = {"passed": "PASS", "failed": "FAIL", "interrupted": "INTERRUPTED", "unavailable": "NO RUNTIME"}
-    lines = ["# Deployment report", "", f"- Result: **{status[report['status']]}**"
+    lines = ["# Deployment report", "", "## Recommendation", ""] + verdict_lines(report["recommendation"])
+    if "choice" in report["plots"]:
+        lines += ["", f"![top-1 accuracy vs throughput, the picks marked]({report['plots']['choice']})"]
+    lines += ["", "## Run", "", f"- Result: **{status[report['status']]}**"
              + (f" (interrupted during {report['interrupted_during']})" if report["interrupted_during"] else ""),
              f"- Folder: `{report['out']}`"]
     if report["environment"]:
         lines.append(f"- Environment: {describe_environment(report['environment'])}")
+    if report.get("gate"):
+        lines += gate_markdown(report["gate"])
     lines += _training(report["training"], report["plots"])
     lines += _artifacts(report["artifacts"])
     lines += _results(report)
@@ -123,6 +139,7 @@ def render_text(report: dict[str, Any]) -> str:
              for row in rows] if report["rows"] else ["(no results)"]
     lines += [f"skipped {n}: {v['reason']}" for n, v in report["runtimes"].items() if v["status"] == "skipped"]
     lines += [f"skipped {s['runtime']} {s['precision']}: {s['reason']}" for s in report["skipped"]]
+    lines += ["", "Recommendation:"] + verdict_lines(report["recommendation"], "  ", markdown=False)
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 from core.errors import ToolkitError
 from core.fileio import SetAside, sha256_file, write_json_atomic, write_text_atomic
 from deploy.bench import BenchPlan, run_bench, with_precision
+from deploy.gate import compare
 from deploy.models import TorchModel
 from deploy.pipeline_report import PipelineRecord, render_markdown
 from deploy.timing import Progress
@@ -251,6 +252,9 @@ def finish(record: PipelineRecord, started: float) -> Path:
 def _write_report(record: PipelineRecord, report_dir: Path, started: float) -> None:
     record.timings_s.pop("total", None)  # re-added last, so the table ends with it
     record.timings_s["total"] = time.perf_counter() - started
+    if record.baseline is not None:  # judged on every write: the report on disk always holds the current verdict
+        record.gate = compare(record.baseline, record.to_dict(), record.settings["max_slowdown"],
+                              record.settings["max_accuracy_drop"]).to_dict()
     report = record.to_dict()
     write_json_atomic(report_dir / "report.json", report)
     write_text_atomic(report_dir / "report.md", render_markdown(report))
@@ -270,6 +274,9 @@ def _plots(record: PipelineRecord, report_dir: Path) -> None:
                    if r.batch_size == batch and r.samples_ms}
         jobs["latency"] = lambda p: plots.plot_latency(p, samples, batch)
         jobs["throughput"] = lambda p: plots.plot_throughput(p, record.rows())
+    if any(r["top1_accuracy"] is not None for r in record.rows()):
+        report = record.to_dict()
+        jobs["choice"] = lambda p: plots.plot_choice(p, report["rows"], report["recommendation"])
     for name, plot in jobs.items():
         path = report_dir / f"{name}.png"
         try:

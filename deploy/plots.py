@@ -1,4 +1,5 @@
-"""The pipeline's PNG plots: training curves, latency distributions and throughput vs batch size (headless)."""
+"""The pipeline's PNG plots: training curves, latency distributions, throughput vs batch size and the deployment
+choice (accuracy vs throughput) (headless)."""
 from __future__ import annotations
 
 import os
@@ -103,4 +104,57 @@ def plot_throughput(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) 
         ax.legend(fontsize=8)
     ax.set(title="Throughput vs batch size", xlabel="batch size (log scale)", ylabel="images / s")
     ax.grid(alpha=0.3, which="both")
+    _save(fig, path)
+
+
+def plot_choice(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], recommendation: Mapping[str, Any]) -> None:
+    """Top-1 accuracy vs throughput at the largest batch, one point per runtime × precision, with the accuracy
+    budget as a line and the recommended points marked.
+
+    Args:
+        path: The PNG to write.
+        rows: Report rows with ``runtime``, ``precision``, ``batch_size``, ``throughput``, ``top1_accuracy`` and
+            ``accuracy_delta_points``.
+        recommendation: deploy/verdict.py's dict: ``max_accuracy_drop_points``, ``latency``, ``throughput`` (each
+            None or with ``runtime`` and ``precision``) and ``excluded``.
+    """
+    measured = [r for r in rows if r.get("top1_accuracy") is not None and r.get("throughput")]
+    batch = max((r["batch_size"] for r in measured), default=None)
+    points = [r for r in measured if r["batch_size"] == batch]
+    excluded = {(e["runtime"], e["precision"]) for e in recommendation.get("excluded", [])}
+    fig, (ax,) = _figure(7.5, 4.8)
+    for i, r in enumerate(sorted(points, key=lambda r: r["throughput"])):
+        eligible = (r["runtime"], r["precision"]) not in excluded
+        ax.plot(r["throughput"], r["top1_accuracy"] * 100, "o" if eligible else "x", ms=7,
+                color="tab:blue" if eligible else "tab:gray")
+        # Alternate above / below: runtimes of equal accuracy and similar speed would print over each other.
+        ax.annotate(f"{r['runtime']} {r['precision']}", (r["throughput"], r["top1_accuracy"] * 100),
+                    textcoords="offset points", xytext=(6, 5 if i % 2 == 0 else -12), fontsize=8)
+    if points:
+        reference = points[0]["top1_accuracy"] * 100 - points[0]["accuracy_delta_points"]
+        budget = recommendation["max_accuracy_drop_points"]
+        ax.axhline(reference, color="tab:green", ls=":", lw=1, label=f"PyTorch fp32 top-1 {reference:.2f}%")
+        ax.axhline(reference - budget, color="tab:red", ls="--", lw=1,
+                   label=f"budget: {budget:.2f} points below PyTorch fp32")
+        for objective, marker, size in (("throughput", "*", 22), ("latency", "D", 14)):
+            pick = recommendation.get(objective)
+            row = pick and next((r for r in points if (r["runtime"], r["precision"]) ==
+                                 (pick["runtime"], pick["precision"])), None)
+            if row:
+                ax.plot(row["throughput"], row["top1_accuracy"] * 100, marker, ms=size, mfc="none", mew=1.8,
+                        color="tab:orange" if objective == "throughput" else "tab:purple",
+                        label=f"{objective} pick: {pick['runtime']} {pick['precision']}")
+        values = [r["throughput"] for r in points]
+        if max(values) > 20 * min(values):
+            ax.set_xscale("log")
+        accuracies = [r["top1_accuracy"] * 100 for r in points] + [reference, reference - budget]
+        pad = max(0.25, (max(accuracies) - min(accuracies)) * 0.15)  # both lines and every label inside
+        ax.set_ylim(min(accuracies) - pad, max(accuracies) + pad)
+        ax.margins(x=0.12)  # room for the labels of the fastest and slowest points
+        ax.legend(fontsize=8, loc="best", markerscale=0.5)
+    else:
+        ax.text(0.5, 0.5, "no task-level accuracy measured", ha="center", va="center", transform=ax.transAxes)
+    ax.set(title=f"Accuracy vs throughput at batch {batch} (x: not eligible)", xlabel="images / s",
+           ylabel="top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
     _save(fig, path)

@@ -9,6 +9,9 @@ import numpy as np
 
 from runtimes.parity import ParityReport
 
+FORMAT = "alexnet-deploy/bench-report"   # what a bench JSON is, so a --baseline can be recognized
+FORMAT_VERSION = 1
+
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -92,7 +95,8 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "precision": self.precision, "batch_size": self.batch_size,
-                "device": self.device, "model": self.model, "iterations": self.latency_ms.samples if self.latency_ms else 0,
+                "device": self.device, "model": self.model,
+                "iterations": self.latency_ms.samples if self.latency_ms else 0,
                 "latency_ms": self.latency_ms.to_dict() if self.latency_ms else None,
                 "device_latency_ms": self.device_latency_ms.to_dict() if self.device_latency_ms else None,
                 "throughput": self.throughput, "device_throughput": self.device_throughput,
@@ -131,6 +135,7 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({
+            "format": FORMAT, "format_version": FORMAT_VERSION,
             "model": self.model, "precision": self.precision, "environment": self.environment,
             "reference": self.reference, "ratio_baseline": self.ratio_baseline,
             "results": [r.to_dict() for r in self.results],

@@ -103,6 +103,8 @@ CASES: list[tuple[str, Callable[[Path], list], int, str]] = [
     # bench: reports never land on an input; every number finite and bounded
     ("bench-json-onto-model", lambda t: ["bench", _model(t), "--json", t / "m.onnx"], 2, "would destroy it"),
     ("bench-markdown-onto-model", lambda t: ["bench", _model(t), "--markdown", t / "m.onnx"], 2, "would destroy it"),
+    ("bench-unwritable-json", lambda t: ["bench", _model(t), "--json", _file(t / "f") / "r.json"], 1,
+     "cannot write"),  # refused before the bench runs, not after it
     ("bench-duration-nan", lambda t: ["bench", _model(t), "--duration", "nan"], 2, "--duration"),
     ("bench-duration-inf", lambda t: ["bench", _model(t), "--duration", "inf"], 2, "--duration"),
     ("bench-warmup-inf", lambda t: ["bench", _model(t), "--warmup", "infs"], 2, "--warmup"),

@@ -130,3 +130,96 @@ def test_ctrl_c_prints_partial_results_and_exits_130(tiny_onnx, tmp_path, monkey
     assert result.exit_code == 130, result.output
     assert "onnxruntime (partial)" in result.output and "Interrupted" in result.output
     assert json.loads(out.read_text())["interrupted"] is True
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--max-slowdown", "nan"], "above 0 and below 10"),
+    (["--max-slowdown", "0"], "above 0 and below 10"),
+    (["--max-slowdown", "10"], "above 0 and below 10"),
+    (["--max-slowdown", "fast"], "5% or 0.05"),
+    (["--max-accuracy-drop", "nan"], "top-1 points from 0 to 100"),
+    (["--max-accuracy-drop", "-1"], "top-1 points from 0 to 100"),
+])
+def test_bad_gate_options_are_usage_errors(tiny_onnx, args, match):
+    result = invoke(tiny_onnx.path, *args)
+    assert result.exit_code == 2 and match in result.output
+
+
+@pytest.mark.parametrize("content, match", [
+    ("not json", "not a readable JSON report"),
+    ('{"format": "alexnet-deploy/bench-report", "format_version": 0, "results": []}', "format version 0"),
+    ('{"model": "m.onnx", "environment": {}, "results": []}', "from before reports carried a format"),
+])
+def test_a_baseline_that_is_not_a_report_fails_before_anything_runs(tiny_onnx, tmp_path, content, match):
+    baseline = tmp_path / "base.json"
+    baseline.write_text(content)
+    result = invoke(tiny_onnx.path, "--runtime", "onnxruntime", *QUICK, "--baseline", baseline)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: --baseline {baseline}: ") and match in result.output
+    assert result.output.count("\n") == 1  # one line: nothing was benched
+
+
+def test_the_baseline_is_not_overwritten_by_the_report(tiny_onnx, tmp_path):
+    baseline = tmp_path / "base.json"
+    assert invoke(tiny_onnx.path, "--runtime", "onnxruntime", *QUICK, "--json", baseline).exit_code == 0
+    before = baseline.read_bytes()
+    assert json.loads(before)["format"] == "alexnet-deploy/bench-report"
+    result = invoke(tiny_onnx.path, "--runtime", "onnxruntime", *QUICK, "--baseline", baseline, "--json", baseline)
+    assert result.exit_code == 2 and "the baseline" in result.output and baseline.read_bytes() == before
+
+
+# The gate on real runs: AlexNet on ONNX Runtime at batch 8, 3 s per run (a 2-core machine times ~15-30 calls).
+GATE = ["--runtime", "onnxruntime", "--batch-sizes", "8", "--duration", "3", "--warmup", "1s",
+        "--parity-samples", "8", "--images", "8"]
+
+
+@pytest.fixture(scope="module")
+def gate_baseline(alexnet_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("gate") / "base.json"
+    result = invoke(alexnet_run.onnx_path, *GATE, "--json", path)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def _check_against_the_machine(result, row: dict, slowdown: float) -> None:
+    """Skip (with the figures) where this machine itself hid what the test looks for: timings too noisy to judge,
+    or a shared machine's load changing between two runs. The gate must still have said so, and exited 0."""
+    if row["status"] == "not judged":
+        assert result.exit_code == 0 and "timing not judged" in result.output, result.output
+        pytest.skip(f"too noisy to judge here: CV {row['baseline_cv']:.1%} / {row['current_cv']:.1%}")
+    if row["status"] == "ok" and row["p50_change"] <= slowdown:
+        assert result.exit_code == 0, result.output
+        pytest.skip(f"one thread was not slower on this busy machine: p50 {row['p50_change']:+.1%}")
+
+
+def test_the_same_settings_pass_the_gate(gate_baseline, alexnet_run, tmp_path):
+    out, md = tmp_path / "again.json", tmp_path / "again.md"
+    result = invoke(alexnet_run.onnx_path, *GATE, "--baseline", gate_baseline, "--max-slowdown", "30%",
+                    "--json", out, "--markdown", md)
+    gate = json.loads(out.read_text())["gate"]
+    (row,) = gate["rows"]
+    assert (row["runtime"], row["precision"], row["batch_size"]) == ("onnxruntime", "fp32", 8)
+    assert row["baseline_iterations"] >= 5 and row["current_iterations"] >= 5
+    assert "## Regression gate" in md.read_text() and "Regression gate: " in result.output
+    if row["status"] == "regressed" and all(r.startswith(("p50", "throughput")) for r in row["reasons"]):
+        assert result.exit_code == 1  # the gate did its job: this shared machine got busier between the two runs
+        pytest.skip(f"the machine's load changed between the two runs: p50 {row['p50_change']:+.1%}")
+    assert result.exit_code == 0, result.output
+    assert gate["passed"] and row["status"] in ("ok", "not judged")
+
+
+def test_one_thread_instead_of_two_fails_the_gate_naming_the_row(gate_baseline, alexnet_run, tmp_path):
+    from core.host import usable_cores
+
+    if usable_cores() < 2:
+        pytest.skip("one core: --threads 1 is what the baseline ran with")
+    out = tmp_path / "one-thread.json"
+    result = invoke(alexnet_run.onnx_path, *GATE, "--threads", "1", "--baseline", gate_baseline, "--json", out)
+    gate = json.loads(out.read_text())["gate"]
+    (row,) = gate["rows"]
+    assert "threads.onnxruntime_intra_op: " in result.output  # the environment change is reported with the verdict
+    _check_against_the_machine(result, row, 0.05)
+    assert result.exit_code == 1, result.output
+    assert row["status"] == "regressed" and not gate["passed"]
+    assert "Error: regression against the baseline: onnxruntime fp32 batch 8" in result.output
+    assert "REGRESSED" in result.output  # the table on stdout

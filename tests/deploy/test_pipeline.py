@@ -50,11 +50,13 @@ def test_end_to_end_writes_the_documented_report(e2e):
     result, out = e2e
     assert result.exit_code == 0, result.output
     assert (out / "train" / "model.safetensors").is_file() and (out / "train" / "history.csv").is_file()
-    for name in ("training", "latency", "throughput"):
+    for name in ("training", "latency", "throughput", "choice"):
         assert (out / "report" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
     report = read_report(out)
     assert report["status"] == "passed" and report["failures"] == []
-    assert report["plots"] == {"training": "training.png", "latency": "latency.png", "throughput": "throughput.png"}
+    assert report["plots"] == {"training": "training.png", "latency": "latency.png", "throughput": "throughput.png",
+                               "choice": "choice.png"}
+    assert report["format_version"] == 3 and report["gate"] is None  # no --baseline
 
     training = report["training"]
     assert training["source"] == "trained" and training["epochs_run"] == 1 and training["best_epoch"] == 1
@@ -82,6 +84,33 @@ def test_end_to_end_writes_the_documented_report(e2e):
     assert set(report["timings_s"]) >= {"train", "export_fp32", "export_int8", "bench_fp32", "bench_int8",
                                         "task_parity", "plots", "total"}
     assert (out / "report" / report["bench_files"]["int8"]).is_file()
+    assert all(r["cv"] >= 0 for r in rows)  # what the gate needs to judge this report as a baseline
+
+
+def test_the_report_starts_with_the_recommendation(e2e):
+    _, out = e2e
+    report = read_report(out)
+    rec = report["recommendation"]
+    assert rec["max_accuracy_drop_points"] == 0.5 and rec["not_measured"] == []  # only torch and onnxruntime asked
+    sha = {a["path"]: a["sha256"] for a in report["artifacts"]}
+    for objective, batch, unit, key in (("latency", 1, "ms", "p50_ms"), ("throughput", 2, "img/s", "throughput")):
+        pick = rec[objective]
+        assert set(pick) == {"objective", "runtime", "precision", "batch_size", "model", "sha256", "value", "unit",
+                             "speedup_vs_torch_fp32", "accuracy_delta_points", "runner_up"}
+        assert (pick["objective"], pick["batch_size"], pick["unit"]) == (objective, batch, unit)
+        row = next(r for r in report["rows"] if (r["runtime"], r["precision"], r["batch_size"]) ==
+                   (pick["runtime"], pick["precision"], batch))
+        torch_row = next(r for r in report["rows"] if r["runtime"] == "torch" and r["batch_size"] == batch)
+        assert pick["value"] == row[key] and pick["model"] == row["model"] and pick["sha256"] == sha[row["model"]]
+        assert pick["speedup_vs_torch_fp32"] == pytest.approx(
+            torch_row["p50_ms"] / row["p50_ms"] if objective == "latency" else row["throughput"] /
+            torch_row["throughput"])
+        assert pick["accuracy_delta_points"] >= -0.5 and pick["runner_up"] is not None
+        assert pick["runner_up"]["runtime"] + pick["runner_up"]["precision"] != pick["runtime"] + pick["precision"]
+    md = (out / "report" / "report.md").read_text()
+    assert md.startswith("# Deployment report\n\n## Recommendation\n\n- **Lowest latency** (batch 1): ")
+    assert "![top-1 accuracy vs throughput, the picks marked](choice.png)" in md
+    assert md.index("## Recommendation") < md.index("## Training") < md.index("## Results")
 
 
 def test_report_md_shows_one_row_per_runtime_precision_batch(e2e):
@@ -115,6 +144,11 @@ def test_checkpoint_skips_training_and_unavailable_runtimes_are_listed(e2e, tmp_
     assert "TensorRT" in report["runtimes"]["tensorrt"]["reason"]
     assert {r["runtime"] for r in report["rows"]} == {"onnxruntime"}
     assert "skipped tensorrt" in (out / "report" / "report.md").read_text()
+    # A CPU-only verdict never reads as a GPU one: what did not run is named next to it.
+    not_measured = report["recommendation"]["not_measured"]
+    assert [(n["runtime"], n["reason"]) for n in not_measured] == [("tensorrt", report["runtimes"]["tensorrt"]
+                                                                    ["reason"])]
+    assert "Not measured here: tensorrt — " in (out / "report" / "report.md").read_text()
 
 
 def test_an_earlier_pipeline_run_is_refused_unless_overwrite(e2e, tmp_path):
@@ -236,3 +270,37 @@ def test_ctrl_c_writes_the_report_with_what_finished(e2e, tmp_path):
     assert [a["precision"] for a in report["artifacts"] if a["kind"] == "onnx"] == ["fp32"]
     assert report["rows"] == []  # the bench had not started
     assert "INTERRUPTED" in (tmp_path / "out" / "report" / "report.md").read_text()
+
+
+def test_baseline_gates_the_run_and_a_regression_exits_1_after_the_report(e2e, tmp_path):
+    """The e2e run's report as the baseline of a --checkpoint run; its batch-2 row made 100x faster, so that row
+    regresses whatever this machine does, while batch 1 stays within a generous allowance."""
+    _, first = e2e
+    baseline = read_report(first)
+    fast = next(r for r in baseline["rows"] if (r["runtime"], r["precision"], r["batch_size"]) ==
+                ("onnxruntime", "fp32", 2))
+    fast.update(p50_ms=fast["p50_ms"] / 100, throughput=fast["throughput"] * 100, cv=0.0)
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(baseline))
+    out = tmp_path / "gated"
+    result = invoke("--checkpoint", first / "train", "--out", out, "--precisions", "fp32", "--runtimes",
+                    "onnxruntime", *QUICK, "--baseline", path, "--max-slowdown", "900%")
+    assert result.exit_code == 1, result.output
+    assert "Error: regression against the baseline: onnxruntime fp32 batch 2" in result.output
+    assert "REGRESSED" in result.output and "Regression gate: FAIL" in result.output  # the table on stdout
+    report = read_report(out)  # written before the exit
+    gate = report["gate"]
+    assert report["status"] == "passed" and not gate["passed"] and report["settings"]["baseline"] == str(path)
+    assert {(r["batch_size"], r["status"]) for r in gate["rows"]} == {(1, "ok"), (2, "regressed")}
+    assert gate["only_in_baseline"] == ["torch fp32 batch 1", "torch fp32 batch 2", "onnxruntime int8 batch 1",
+                                        "onnxruntime int8 batch 2"] and gate["only_in_current"] == []
+    assert gate["rows"][0]["baseline_top1_accuracy"] == gate["rows"][0]["current_top1_accuracy"]  # same checkpoint
+    assert "## Regression gate" in (out / "report" / "report.md").read_text()
+
+
+def test_a_baseline_that_is_not_a_report_is_refused_before_anything_runs(tmp_path):
+    path = tmp_path / "history.json"
+    path.write_text('{"epochs": 3}')
+    result = invoke("--out", tmp_path / "out", "--baseline", path)
+    assert result.exit_code == 2 and result.output.startswith(f"Error: --baseline {path}: expected a bench report")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,184 @@
+"""The deployment verdict: which runtime × precision to ship for latency and for throughput, within an accuracy budget.
+
+Pure functions over a pipeline report's rows (deploy/pipeline_report.py): no I/O, no measurement.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from core.contract import PRECISIONS
+from runtimes.registry import RUNTIME_NAMES  # names only: no adapter is imported
+
+DEFAULT_MAX_ACCURACY_DROP = 0.5   # top-1 points a row may lose against PyTorch fp32 and still be recommended
+REFERENCE = ("torch", "fp32")     # the row every speedup is measured against
+OBJECTIVES = ("latency", "throughput")
+TIE_RULE = ("equal figures go to the higher top-1, then the lower p99, then the runtime first in the registry, then "
+            "the precision first in fp32, fp16, int8, bf16")
+_EPS = 1e-9  # a delta that equals the budget up to float rounding is within it
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One runtime × precision picked for an objective, with its figure and how it compares with PyTorch fp32."""
+    objective: str                        # latency | throughput
+    runtime: str
+    precision: str
+    batch_size: int
+    model: str | None                     # the file it ran (the checkpoint for torch rows)
+    sha256: str | None                    # of ``model``, from the report's artifacts; None if not listed
+    value: float                          # p50 ms (latency) or img/s (throughput)
+    unit: str                             # "ms" | "img/s"
+    speedup_vs_torch_fp32: float | None   # > 1 = better than PyTorch fp32 at this batch; None without that row
+    accuracy_delta_points: float          # top-1 minus PyTorch fp32's, in points
+    runner_up: "Choice | None" = None     # the next best runtime × precision (it has no runner-up of its own)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("objective", "runtime", "precision", "batch_size", "model", "sha256",
+                                             "value", "unit", "speedup_vs_torch_fp32", "accuracy_delta_points")}
+        out["runner_up"] = None if self.runner_up is None else {
+            k: v for k, v in self.runner_up.to_dict().items() if k != "runner_up"}
+        return out
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The verdict for each objective (None when nothing qualifies, with the reason in ``unmet``)."""
+    max_accuracy_drop_points: float
+    latency: Choice | None
+    throughput: Choice | None
+    unmet: dict[str, str]                          # objective → why nothing qualifies
+    notes: tuple[str, ...]                         # how the figures were taken (batch used, missing reference)
+    excluded: tuple[dict[str, str], ...]           # runtime, precision, reason: measured but not eligible
+    not_measured: tuple[dict[str, Any], ...]       # runtime, precision (None = every one), status, reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_accuracy_drop_points": self.max_accuracy_drop_points, "tie_rule": TIE_RULE,
+                "latency": self.latency.to_dict() if self.latency else None,
+                "throughput": self.throughput.to_dict() if self.throughput else None,
+                "unmet": dict(self.unmet), "notes": list(self.notes), "excluded": [dict(e) for e in self.excluded],
+                "not_measured": [dict(n) for n in self.not_measured]}
+
+
+def recommend(report: Mapping[str, Any], max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP) -> Recommendation:
+    """The best runtime × precision for latency and for throughput among the rows that may be shipped.
+
+    A row qualifies when its parity checks passed and its task-level top-1 is at most ``max_accuracy_drop`` points
+    below PyTorch fp32's (``accuracy_delta_points >= -max_accuracy_drop``); a row without task-level parity does
+    not qualify, since nothing says what it does to accuracy. Latency is the lowest p50 at batch 1 (the smallest
+    measured batch when 1 was not measured); throughput the highest img/s at the largest measured batch. Ties:
+    see ``TIE_RULE``.
+
+    Args:
+        report: A pipeline report dict with ``rows``, ``artifacts``, ``runtimes`` and ``skipped``.
+        max_accuracy_drop: The accuracy budget in top-1 points (default 0.5).
+
+    Returns:
+        The recommendation; its ``not_measured`` names every runtime (× precision) that did not run here.
+    """
+    rows = [r for r in report.get("rows", []) if _measured(r)]
+    reasons = {}
+    for r in rows:
+        reasons.setdefault((r["runtime"], r["precision"]), _ineligible(r, max_accuracy_drop))
+    eligible = [r for r in rows if reasons[(r["runtime"], r["precision"])] is None]
+    notes: list[str] = []
+    choices, unmet = {}, {}
+    for objective in OBJECTIVES:
+        choice, why = _choose(objective, rows, eligible, report.get("artifacts", []), max_accuracy_drop, notes)
+        choices[objective] = choice
+        if why:
+            unmet[objective] = why
+    excluded = tuple({"runtime": n, "precision": p, "reason": why} for (n, p), why in reasons.items() if why)
+    return Recommendation(max_accuracy_drop, choices["latency"], choices["throughput"], unmet,
+                          tuple(dict.fromkeys(notes)), excluded, not_measured(report))
+
+
+def not_measured(report: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+    """Runtimes skipped (or failed before any row) and runtime × precision pairs skipped, with the reason."""
+    ran = {r["runtime"] for r in report.get("rows", [])}
+    out = [{"runtime": name, "precision": None, "status": v["status"], "reason": v["reason"]}
+           for name, v in report.get("runtimes", {}).items()
+           if v["status"] == "skipped" or (v["status"] == "failed" and name not in ran)]
+    out += [{"runtime": s["runtime"], "precision": s["precision"], "status": "skipped", "reason": s["reason"]}
+            for s in report.get("skipped", [])]
+    return tuple(out)
+
+
+def _measured(row: Mapping[str, Any]) -> bool:
+    return all(isinstance(row.get(k), (int, float)) and math.isfinite(row[k]) and row[k] > 0
+               for k in ("p50_ms", "throughput"))
+
+
+def _ineligible(row: Mapping[str, Any], budget: float) -> str | None:
+    """Why a row may not be recommended, or None."""
+    if row.get("parity_passed") is None:
+        return "no parity check"
+    if not row["parity_passed"]:
+        failed = sorted(k for k, ok in (row.get("parity") or {}).items() if not ok)
+        return "parity failed" + (f" ({', '.join(failed)})" if failed else "")
+    delta = row.get("accuracy_delta_points")
+    if delta is None:
+        return "no task-level parity (top-1 on the validation images not measured)"
+    if delta < -budget - _EPS:
+        return f"top-1 {delta:+.2f} points vs PyTorch fp32, beyond the {budget:.2f}-point budget"
+    return None
+
+
+def _choose(objective: str, rows: list[Mapping[str, Any]], eligible: list[Mapping[str, Any]],
+            artifacts: Sequence[Mapping[str, Any]], budget: float, notes: list[str]) -> tuple[Choice | None, str]:
+    """The winner and runner-up for one objective, or None and why nothing qualifies."""
+    if not rows:
+        return None, "no row was measured"
+    batches = sorted({r["batch_size"] for r in rows})
+    if objective == "latency":
+        batch = 1 if 1 in batches else batches[0]
+        if batch != 1:
+            notes.append(f"latency: batch 1 was not measured; judged at batch {batch}, the smallest measured")
+    else:
+        batch = batches[-1]
+    ranked = sorted((r for r in eligible if r["batch_size"] == batch), key=lambda r: _rank(objective, r))
+    if not ranked:
+        return None, (f"no row at batch {batch} passed parity within {budget:.2f} top-1 points of PyTorch fp32 "
+                      "(see the excluded rows)")
+    reference = next((r for r in rows if (r["runtime"], r["precision"]) == REFERENCE and r["batch_size"] == batch),
+                     None)
+    if reference is None:
+        notes.append(f"no torch fp32 row at batch {batch}: the {objective} speedup is unknown")
+    second = next((r for r in ranked[1:] if (r["runtime"], r["precision"]) != (ranked[0]["runtime"],
+                                                                             ranked[0]["precision"])), None)
+    runner_up = None if second is None else _choice(objective, second, reference, artifacts)
+    return _choice(objective, ranked[0], reference, artifacts, runner_up), ""
+
+
+def _rank(objective: str, row: Mapping[str, Any]) -> tuple:
+    """Sort key: the objective's figure (best first), then the tie rule (TIE_RULE)."""
+    figure = row["p50_ms"] if objective == "latency" else -row["throughput"]
+    p99 = row.get("p99_ms")
+    return (figure, -row["accuracy_delta_points"], p99 if p99 is not None else math.inf,
+            _index(RUNTIME_NAMES, row["runtime"]), _index(PRECISIONS, row["precision"]))
+
+
+def _index(names: Sequence[str], name: str) -> int:
+    return names.index(name) if name in names else len(names)  # unknown names after the known ones
+
+
+def _choice(objective: str, row: Mapping[str, Any], reference: Mapping[str, Any] | None,
+            artifacts: Sequence[Mapping[str, Any]], runner_up: Choice | None = None) -> Choice:
+    if objective == "latency":
+        value, unit = row["p50_ms"], "ms"
+        speedup = reference["p50_ms"] / value if reference else None
+    else:
+        value, unit = row["throughput"], "img/s"
+        speedup = value / reference["throughput"] if reference else None
+    model = row.get("model")
+    return Choice(objective, row["runtime"], row["precision"], row["batch_size"], model, _sha256(model, artifacts),
+                  value, unit, speedup, row["accuracy_delta_points"], runner_up)
+
+
+def _sha256(model: str | None, artifacts: Sequence[Mapping[str, Any]]) -> str | None:
+    if model is None:
+        return None
+    wanted = os.path.normpath(model)
+    return next((a["sha256"] for a in artifacts if os.path.normpath(str(a["path"])) == wanted), None)

@@ -1,0 +1,154 @@
+"""The deployment verdict on synthetic report rows: the accuracy budget, ties, nothing qualifying, skipped runtimes,
+no PyTorch row; and report.md opening with it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploy.pipeline_report import PipelineRecord, render_markdown
+from deploy.verdict import recommend
+
+FIELDS = {"objective", "runtime", "precision", "batch_size", "model", "sha256", "value", "unit",
+          "speedup_vs_torch_fp32", "accuracy_delta_points", "runner_up"}
+FILES = {"torch": "run/model.safetensors", "fp32": "onnx/model.fp32.onnx", "fp16": "onnx/model.fp16.onnx",
+         "int8": "onnx/model.int8.onnx"}
+
+
+def row(runtime: str, precision: str, batch: int, p50: float, throughput: float | None = None, delta: float = 0.0,
+        parity: bool | None = True, p99: float | None = None, top1: bool = True) -> dict:
+    """One pipeline report row; img/s defaults to batch / p50."""
+    return {"runtime": runtime, "precision": precision, "batch_size": batch,
+            "model": FILES["torch" if runtime == "torch" else precision], "p50_ms": p50,
+            "p99_ms": p99 if p99 is not None else p50 * 1.2, "throughput": throughput or batch / p50 * 1e3,
+            "parity_passed": parity, "parity": {} if parity is None else {"random": parity},
+            "top1_accuracy": 0.9 + delta / 100 if top1 else None, "accuracy_delta_points": delta if top1 else None}
+
+
+def report(rows: list[dict], runtimes: dict | None = None, skipped: list | None = None) -> dict:
+    artifacts = [{"kind": "checkpoint" if k == "torch" else "onnx", "path": path, "sha256": f"sha-{k}"}
+                 for k, path in FILES.items()]
+    return {"rows": rows, "artifacts": artifacts, "runtimes": runtimes or {}, "skipped": skipped or []}
+
+
+# The demo's shape: torch, onnxruntime fp32 and int8 at batch 1 and 32 (README's numbers).
+DEMO = [row("torch", "fp32", 1, 21.44), row("torch", "fp32", 32, 319.0),
+        row("onnxruntime", "fp32", 1, 14.55), row("onnxruntime", "fp32", 32, 265.0),
+        row("onnxruntime", "int8", 1, 4.99, delta=-0.35), row("onnxruntime", "int8", 32, 110.0, delta=-0.35)]
+
+
+def test_the_fastest_row_within_budget_wins_each_objective_with_its_file_and_speedup():
+    rec = recommend(report(DEMO)).to_dict()
+    latency, throughput = rec["latency"], rec["throughput"]
+    assert set(latency) == set(throughput) == FIELDS
+    assert (latency["runtime"], latency["precision"], latency["batch_size"]) == ("onnxruntime", "int8", 1)
+    assert latency["model"] == "onnx/model.int8.onnx" and latency["sha256"] == "sha-int8"
+    assert latency["value"] == 4.99 and latency["unit"] == "ms" and latency["accuracy_delta_points"] == -0.35
+    assert latency["speedup_vs_torch_fp32"] == pytest.approx(21.44 / 4.99)
+    assert latency["runner_up"]["runtime"] == "onnxruntime" and latency["runner_up"]["precision"] == "fp32"
+    assert set(latency["runner_up"]) == FIELDS - {"runner_up"}
+    assert (throughput["batch_size"], throughput["unit"]) == (32, "img/s")
+    assert throughput["value"] == pytest.approx(32 / 110e-3)
+    assert throughput["speedup_vs_torch_fp32"] == pytest.approx(319 / 110)
+    assert rec["unmet"] == {} and rec["excluded"] == [] and rec["not_measured"] == []
+
+
+def test_the_torch_rows_name_the_checkpoint():
+    rec = recommend(report([row("torch", "fp32", 1, 10.0), row("onnxruntime", "fp32", 1, 20.0)])).to_dict()
+    assert rec["latency"]["model"] == "run/model.safetensors" and rec["latency"]["sha256"] == "sha-torch"
+    assert rec["latency"]["speedup_vs_torch_fp32"] == 1.0
+
+
+@pytest.mark.parametrize("delta, budget, eligible", [
+    (-0.35, 0.5, True), (-0.5, 0.5, True),       # at the budget is within it
+    (-0.69, 0.5, False), (-0.69, 1.0, True), (-0.01, 0.0, False), (+0.3, 0.0, True)])
+def test_the_accuracy_budget_is_in_top1_points_against_pytorch_fp32(delta, budget, eligible):
+    rows = [row("torch", "fp32", 1, 20.0), row("onnxruntime", "int8", 1, 5.0, delta=delta)]
+    rec = recommend(report(rows), max_accuracy_drop=budget).to_dict()
+    assert rec["max_accuracy_drop_points"] == budget
+    assert rec["latency"]["precision"] == ("int8" if eligible else "fp32")
+    if not eligible:
+        assert rec["excluded"] == [{"runtime": "onnxruntime", "precision": "int8",
+                                    "reason": f"top-1 {delta:+.2f} points vs PyTorch fp32, beyond the "
+                                              f"{budget:.2f}-point budget"}]
+
+
+def test_a_parity_miss_or_missing_task_parity_disqualifies_with_the_reason():
+    rows = [row("torch", "fp32", 1, 20.0), row("onnxruntime", "fp32", 1, 3.0, parity=False),
+            row("onnxruntime", "fp16", 1, 4.0, top1=False), row("onnxruntime", "int8", 1, 5.0, parity=None)]
+    rec = recommend(report(rows)).to_dict()
+    assert rec["latency"]["runtime"] == "torch" and rec["latency"]["runner_up"] is None
+    reasons = {e["precision"]: e["reason"] for e in rec["excluded"]}
+    assert reasons == {"fp32": "parity failed (random)", "int8": "no parity check",
+                       "fp16": "no task-level parity (top-1 on the validation images not measured)"}
+
+
+def test_nothing_qualifies_says_so_and_why():
+    rows = [row("onnxruntime", "int8", 1, 5.0, delta=-2.0), row("onnxruntime", "int8", 8, 30.0, delta=-2.0)]
+    rec = recommend(report(rows)).to_dict()
+    assert rec["latency"] is None and rec["throughput"] is None
+    assert rec["unmet"]["latency"].startswith("no row at batch 1 passed parity within 0.50 top-1 points")
+    assert "batch 8" in rec["unmet"]["throughput"]
+    assert recommend(report([])).to_dict()["unmet"] == {"latency": "no row was measured",
+                                                        "throughput": "no row was measured"}
+
+
+def test_ties_go_to_accuracy_then_p99_then_registry_order_then_precision_order():
+    def winner(*rows):
+        choice = recommend(report(list(rows))).to_dict()["latency"]
+        return choice["runtime"], choice["precision"]
+
+    assert winner(row("onnxruntime", "fp32", 1, 5.0, delta=-0.2),
+                  row("onnxruntime", "int8", 1, 5.0, delta=0.1)) == ("onnxruntime", "int8")
+    assert winner(row("onnxruntime", "fp32", 1, 5.0, p99=9.0),
+                  row("onnxruntime", "fp16", 1, 5.0, p99=7.0)) == ("onnxruntime", "fp16")
+    assert winner(row("onnxruntime", "fp32", 1, 5.0, p99=7.0),
+                  row("torch", "fp32", 1, 5.0, p99=7.0)) == ("torch", "fp32")
+    assert winner(row("onnxruntime", "int8", 1, 5.0, p99=7.0),
+                  row("onnxruntime", "fp16", 1, 5.0, p99=7.0)) == ("onnxruntime", "fp16")
+    # Throughput ties too, in any row order.
+    a, b = row("onnxruntime", "int8", 8, 40.0, delta=-0.1), row("onnxruntime", "fp16", 8, 40.0)
+    for rows in ([a, b], [b, a]):
+        assert recommend(report(rows)).to_dict()["throughput"]["precision"] == "fp16"
+
+
+def test_skipped_runtimes_and_pairs_are_listed_as_not_measured():
+    runtimes = {"torch": {"status": "ran", "reason": ""}, "onnxruntime": {"status": "ran", "reason": ""},
+                "onnxruntime-cuda": {"status": "skipped", "reason": "no CUDA GPU"},
+                "tensorrt": {"status": "skipped", "reason": "not installed"}}
+    skipped = [{"runtime": "onnxruntime", "precision": "bf16", "reason": "this CPU has no native bf16"}]
+    rec = recommend(report(DEMO, runtimes, skipped)).to_dict()
+    assert rec["not_measured"] == [
+        {"runtime": "onnxruntime-cuda", "precision": None, "status": "skipped", "reason": "no CUDA GPU"},
+        {"runtime": "tensorrt", "precision": None, "status": "skipped", "reason": "not installed"},
+        {"runtime": "onnxruntime", "precision": "bf16", "status": "skipped", "reason": "this CPU has no native bf16"}]
+    assert rec["latency"]["runtime"] == "onnxruntime"  # the verdict itself is unchanged
+
+
+def test_without_a_torch_row_the_speedup_is_none_and_said():
+    rows = [r for r in DEMO if r["runtime"] != "torch"]
+    rec = recommend(report(rows)).to_dict()
+    assert rec["latency"]["speedup_vs_torch_fp32"] is None and rec["throughput"]["speedup_vs_torch_fp32"] is None
+    assert rec["latency"]["runner_up"]["speedup_vs_torch_fp32"] is None
+    assert "no torch fp32 row at batch 1: the latency speedup is unknown" in rec["notes"]
+
+
+def test_without_batch_1_latency_is_judged_at_the_smallest_batch_and_said():
+    rows = [r for r in DEMO if r["batch_size"] == 32] + [row("onnxruntime", "fp32", 8, 60.0)]
+    rec = recommend(report(rows)).to_dict()
+    assert rec["latency"]["batch_size"] == 8 and rec["throughput"]["batch_size"] == 32
+    assert any("batch 1 was not measured; judged at batch 8" in n for n in rec["notes"])
+
+
+def test_report_md_opens_with_the_recommendation(tmp_path: Path):
+    record = PipelineRecord(tmp_path, {"max_accuracy_drop": 1.0})
+    record.runtimes["tensorrt"] = {"status": "skipped", "reason": "TensorRT is not installed"}
+    report = record.to_dict()
+    assert list(report)[:8] == ["format", "format_version", "status", "out", "failures", "interrupted_during",
+                                "recommendation", "gate"]
+    assert report["recommendation"]["max_accuracy_drop_points"] == 1.0
+    md = render_markdown(report)
+    assert md.startswith("# Deployment report\n\n## Recommendation\n\n- **Lowest latency**: nothing to recommend: "
+                         "no row was measured.")
+    assert "Not measured here: tensorrt — TensorRT is not installed" in md
+    assert md.index("## Recommendation") < md.index("Result: **") < md.index("## Results")
