@@ -21,6 +21,7 @@ _ADAPTERS = {
     "onnxruntime": "runtimes.ort_runtime:OrtRuntime",
     "onnxruntime-cuda": "runtimes.ort_cuda_runtime:OrtCudaRuntime",
     "tensorrt": "runtimes.trt_runtime:TensorRTRuntime",
+    "openvino": "runtimes.openvino_runtime:OpenVinoRuntime",
 }
 RUNTIME_NAMES: tuple[str, ...] = tuple(_ADAPTERS)
 

@@ -218,8 +218,20 @@ def test_torch_on_an_onnx_file_needs_its_checkpoint(tiny):
 
 
 def test_unknown_runtime_is_a_usage_error(tiny):
-    result = invoke(tiny[1], tiny[3][0], "--runtime", "openvino")
-    assert result.exit_code == 2 and "openvino" in result.output
+    result = invoke(tiny[1], tiny[3][0], "--runtime", "tvm")
+    assert result.exit_code == 2 and "tvm" in result.output and "openvino" in result.output  # lists the valid ones
+
+
+def test_openvino_predicts_like_onnxruntime(tiny):
+    from runtimes.registry import availability
+
+    if not availability("openvino")[0]:
+        pytest.skip(availability("openvino")[1])
+    ort, ov = (invoke(tiny[1], *tiny[3], "--runtime", name, "--json") for name in ("onnxruntime", "openvino"))
+    assert ort.exit_code == ov.exit_code == 0, ov.output
+    first = lambda out: json.loads(out[out.index("["):out.rindex("]") + 1])  # noqa: E731 - the JSON list only
+    for a, b in zip(first(ort.output), first(ov.output)):
+        assert [p["class"] for p in a["predictions"]] == [p["class"] for p in b["predictions"]]
 
 
 @pytest.mark.parametrize("name", ["onnxruntime-cuda", "tensorrt"])

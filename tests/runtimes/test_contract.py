@@ -15,6 +15,7 @@ PARAMS = [
     pytest.param("onnxruntime"),
     pytest.param("onnxruntime-cuda", marks=pytest.mark.gpu),
     pytest.param("tensorrt", marks=[pytest.mark.gpu, pytest.mark.tensorrt]),
+    pytest.param("openvino"),
 ]
 
 

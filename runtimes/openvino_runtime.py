@@ -1,0 +1,184 @@
+"""OpenVINO: one synchronous request per call, latency hint, a static-batch model compiled per batch size."""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from core.host import usable_cores
+from runtimes.base import Runtime, TensorSpec
+from runtimes.errors import RuntimeLoadError, RuntimeOptionError, RuntimeUnavailableError
+
+MIN_VERSION = (2025, 0)
+INSTALL_HINT = "pip install 'openvino==2026.4.*'"
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")  # None = the file's own; bf16 = an fp32 file run in bf16
+MAX_COMPILED = 4  # static-batch compiled models kept; each holds its own repacked weights (0.1-0.25 GB for AlexNet)
+
+
+class OpenVinoRuntime(Runtime):
+    """OpenVINO with ``PERFORMANCE_HINT=LATENCY`` (one stream, every thread on the one request: what
+    ``benchmark_app -hint latency`` sets; the THROUGHPUT hint splits the cores into streams, halving one request's).
+
+    Args:
+        path: The ONNX file.
+        device: An OpenVINO device in ``Core().available_devices`` (CPU, GPU, NPU...); never a silent fallback.
+        threads: CPU inference threads (default: the cores this process may use).
+        precision: The arithmetic. None = the file's own: fp32 runs with ``INFERENCE_PRECISION_HINT=f32`` (OpenVINO
+            would pick bf16 on CPUs that have it), fp16 with f16 where the device has it else f32, int8 with
+            OpenVINO's default for the float layers (measured faster than f32). ``"bf16"`` runs an fp32 file in bf16,
+            refused where the device has no native bf16.
+        batch_sizes: Batch sizes to compile at load; any other compiles on first use. Each batch size gets its own
+            static-shape model (the last MAX_COMPILED are kept).
+    """
+    name = "openvino"
+    preferred_lrn = "native"  # one LRN node: faster than the banded conv on OpenVINO (benchmarks/openvino.py)
+
+    def __init__(self, path: str | os.PathLike, *, device: str = "CPU", threads: int | None = None,
+                 precision: str | None = None, batch_sizes: Sequence[int] = ()) -> None:
+        super().__init__()
+        if precision is not None and precision not in PRECISIONS or threads is not None and threads < 1:
+            raise RuntimeOptionError(f"openvino: precision {precision!r}, threads {threads!r}; expected precision "
+                                     f"None (the file's own) or one of {', '.join(PRECISIONS)}, threads >= 1")
+        self.path, self._device, self._precision = Path(path), device.upper(), precision
+        self.device = self._device.lower()
+        self._threads, self._batch_sizes = threads or usable_cores(), tuple(batch_sizes)
+        self._compiled: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
+        self._core = self._hint = self._version = self._request = self._feeds = None
+
+    @classmethod
+    def create(cls, model: str | os.PathLike, options: Any, batch_sizes: tuple[int, ...] = (),
+               io: Any = None) -> OpenVinoRuntime:
+        device = "CPU" if options.device in ("auto", "cpu") else options.device
+        return cls(model, device=device, threads=options.threads, precision=options.precision,
+                   batch_sizes=batch_sizes)
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        try:
+            import openvino
+        except ImportError as e:
+            return False, f"openvino is not installed ({e}); {INSTALL_HINT}"
+        version = openvino.get_version()
+        if tuple(int(p) for p in version.split("-")[0].split(".")[:2]) < MIN_VERSION:
+            return False, f"openvino {version} is older than {MIN_VERSION[0]}.{MIN_VERSION[1]}; {INSTALL_HINT}"
+        return True, ""
+
+    @classmethod
+    def supports(cls, precision: str) -> tuple[bool, str]:
+        ok, reason = cls.is_available()
+        if ok and precision == "bf16":
+            import openvino as ov
+
+            core = ov.Core()
+            if not any("BF16" in core.get_property(d, "OPTIMIZATION_CAPABILITIES") for d in core.available_devices):
+                return False, f"openvino bf16: no device here has native bf16 ({', '.join(core.available_devices)})"
+        return ok, reason
+
+    def _load(self) -> None:
+        import openvino as ov
+        from openvino import frontend
+
+        core, self._version = ov.Core(), ov.get_version()
+        if self._device not in core.available_devices + [d.split(".")[0] for d in core.available_devices]:
+            raise RuntimeUnavailableError(f"openvino: device {self._device!r} is not available here; available: "
+                                          f"{', '.join(core.available_devices)}")
+        onnx = frontend.FrontEndManager().load_by_framework("onnx")  # core.read_model would try every frontend
+        try:
+            model = onnx.convert(onnx.load(str(self.path)))
+        except (RuntimeError, frontend.GeneralFailure, frontend.OpConversionFailure, frontend.OpValidationFailure,
+                frontend.NotImplementedFailure, frontend.InitializationFailure) as e:
+            raise RuntimeLoadError(f"openvino cannot read {self.path}: {_first_line(e)}") from None
+        self.precision = self._resolve_precision(model)
+        caps = core.get_property(self._device, "OPTIMIZATION_CAPABILITIES")
+        if self.precision == "bf16" and "BF16" not in caps:
+            raise RuntimeUnavailableError(f"openvino: {self._device} has no native bf16 (capabilities: "
+                                          f"{', '.join(caps)}); OpenVINO would silently run f32 instead")
+        self._hint = {"bf16": "bf16", "fp32": "f32", "fp16": "f16" if "FP16" in caps else "f32"}.get(self.precision)
+        self._core, self._model = core, model
+        self._inputs = [TensorSpec(p.get_any_name(), tuple(d.get_length() if d.is_static else None
+                                                            for d in p.get_partial_shape()),
+                                   np.dtype(p.get_element_type().to_dtype()).name) for p in model.inputs]
+        self._outputs = [p.get_any_name() for p in model.outputs]
+        for batch in self._batch_sizes if all(None not in s.shape[1:] for s in self._inputs) else ():
+            self._compile(tuple((batch, *s.shape[1:]) for s in self._inputs))
+
+    def _resolve_precision(self, model) -> str:
+        """The file's precision (the exporter's metadata, else Q/DQ → int8, f16 weights → fp16) checked against the
+        one asked for."""
+        key = ["framework", "alexnet_deploy.precision"]
+        own = model.get_rt_info(key).astype(str).strip('"') if model.has_rt_info(key) else (
+            "int8" if any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) else
+            "fp16" if any(op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "f16"
+                          for op in model.get_ops()) else "fp32")
+        if self._precision not in (None, own) and (self._precision, own) != ("bf16", "fp32"):
+            raise RuntimeOptionError(f"openvino: precision {self._precision!r} for {self.path.name}, which holds "
+                                     f"{own}; expected None (its own){' or bf16' if own == 'fp32' else ''}")
+        return self._precision or own
+
+    def _compile(self, shapes: tuple) -> Any:
+        """The infer request of a model compiled for these input shapes (static: no shape inference per call)."""
+        if shapes not in self._compiled:
+            model = self._model.clone()
+            model.reshape({s.name: list(shape) for s, shape in zip(self._inputs, shapes)})
+            config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+            config.update({"INFERENCE_NUM_THREADS": self._threads} if self._device == "CPU" else {})
+            config.update({"INFERENCE_PRECISION_HINT": self._hint} if self._hint else {})
+            try:
+                compiled = self._core.compile_model(model, self._device, config)
+            except RuntimeError as e:
+                raise RuntimeLoadError(f"openvino cannot compile {self.path}: {_first_line(e)}") from None
+            got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+            if self._hint and got != self._hint:
+                raise RuntimeUnavailableError(f"openvino: {self._device} compiled {got} when asked for {self._hint} "
+                                              "inference; refusing the silent fallback")
+            self._compiled[shapes] = compiled, compiled.create_infer_request()
+            if len(self._compiled) > MAX_COMPILED:
+                self._compiled.popitem(last=False)
+        self._compiled.move_to_end(shapes)
+        return self._compiled[shapes][1]
+
+    def _close(self) -> None:
+        self._compiled.clear()
+        self._model = self._core = self._request = self._feeds = None
+
+    def _input_specs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    def _output_names(self) -> list[str]:
+        return list(self._outputs)
+
+    def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
+        import openvino as ov
+
+        self._request = self._compile(tuple(feeds[s.name].shape for s in self._inputs))
+        self._feeds = feeds  # the request reads these arrays in place (shared memory): keep them alive
+        for index, spec in enumerate(self._inputs):
+            self._request.set_input_tensor(index, ov.Tensor(feeds[spec.name], shared_memory=True))
+
+    def _run(self) -> None:
+        self._request.infer()
+
+    def _fetch(self) -> dict[str, np.ndarray]:  # copies: the request overwrites its output tensors on the next call
+        return {name: self._request.get_output_tensor(i).data.copy() for i, name in enumerate(self._outputs)}
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(model=str(self.path), openvino=self._version, openvino_device=self._device,
+                    threads=self._threads if self._device == "CPU" else None, performance_hint="LATENCY",
+                    precision_hint=self._hint or "default")
+        if self._compiled:  # what OpenVINO really compiled (the latest batch size), not what was asked
+            get = next(reversed(self._compiled.values()))[0].get_property
+            info.update(streams=int(get("NUM_STREAMS")), compiled_batches=[s[0][0] for s in self._compiled],
+                        inference_precision=get("INFERENCE_PRECISION_HINT").get_type_name(),
+                        threads=int(get("INFERENCE_NUM_THREADS")) if self._device == "CPU" else None)
+        return info
+
+
+def _first_line(e: BaseException) -> str:
+    """OpenVINO's first informative line (its messages open with 'Exception from <file>:<line>:' and 'Check ...')."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception from ", "Check '", "FrontEnd API failed"))]
+    return (useful or lines or [type(e).__name__])[0]
