@@ -82,7 +82,8 @@ def collect_environment(allocator_tuned: bool | None = None, ort_threads: int | 
         "libraries": {"torch": torch.__version__, "onnxruntime": ort_version,
                       "onnxruntime_package": package_version("onnxruntime-gpu", "onnxruntime"),
                       "onnx": package_version("onnx"), "numpy": package_version("numpy"),
-                      "tensorrt": package_version("tensorrt", "tensorrt-cu13", "tensorrt_cu13")},
+                      "tensorrt": package_version("tensorrt", "tensorrt-cu13", "tensorrt_cu13"),
+                      "openvino": package_version("openvino")},
         "onnxruntime_providers": providers,
         "threads": {"torch_intra_op": torch.get_num_threads(), "torch_inter_op": torch.get_num_interop_threads(),
                     "onnxruntime_intra_op": ort_threads,
@@ -97,6 +98,6 @@ def describe_environment(env: dict[str, Any]) -> str:
     cpu, gpu, libs = env["cpu"], env["gpu"], env["libraries"]
     gpu_text = (f"{gpu['name']} (sm {gpu['compute_capability']}, driver {gpu.get('driver')}, CUDA "
                 f"{gpu.get('cuda_runtime')})" if gpu.get("available") else "no GPU")
-    trt = f", tensorrt {libs['tensorrt']}" if libs.get("tensorrt") else ""
+    extra = "".join(f", {name} {libs[name]}" for name in ("openvino", "tensorrt") if libs.get(name))
     return (f"{cpu['model']} ({cpu['usable_cores']} cores), {gpu_text}; torch {libs['torch']} "
-            f"({env['threads']['torch_intra_op']} threads), onnxruntime {libs['onnxruntime']}{trt}")
+            f"({env['threads']['torch_intra_op']} threads), onnxruntime {libs['onnxruntime']}{extra}")

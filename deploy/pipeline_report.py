@@ -7,10 +7,12 @@ from typing import Any
 
 import logging
 
+from core.contract import PRECISIONS
 from core.environment import describe_environment
 from deploy.render import gate_markdown, ms, pct, verdict_lines
 from deploy.reports import BenchResult, json_safe
 from deploy.task_parity import TaskParity
+from runtimes.registry import RUNTIME_NAMES
 from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP, recommend
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class PipelineRecord:
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per runtime × precision × batch size: latency, throughput, parity and task parity."""
         rows = []
-        for r in self.results:
+        for r in sorted(self.results, key=_order):
             lat = r.latency_ms
             task = self.task.get((r.runtime, r.precision))
             checks = {c.inputs: c.passed for c in r.parity.checks} if r.parity else {}
@@ -194,10 +196,16 @@ def _results(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _order(r: BenchResult) -> tuple[int, int, int]:
+    """Rows by runtime (registry order: PyTorch first), then precision (fp32, fp16, int8, bf16), then batch size."""
+    return (RUNTIME_NAMES.index(r.runtime) if r.runtime in RUNTIME_NAMES else len(RUNTIME_NAMES),
+            PRECISIONS.index(r.precision) if r.precision in PRECISIONS else len(PRECISIONS), r.batch_size)
+
+
 def _cells(r: dict[str, Any]) -> list[str]:
     parity = "-" if r["parity_passed"] is None else (
         ("PASS" if r["parity_passed"] else "FAIL") + f" ({', '.join(sorted(r['parity']))})")
-    if r["runtime"] == "torch" and r["parity_passed"]:
+    if (r["runtime"], r["precision"]) == ("torch", "fp32") and r["parity_passed"]:
         parity = "reference"  # the PyTorch checkpoint itself (the bench only re-checks it is deterministic)
     model = Path(r["model"]).name if r.get("model") else "-"
     return [r["runtime"], r["precision"], model, str(r["batch_size"]), ms(r["p50_ms"]), ms(r["p99_ms"]),

@@ -151,6 +151,28 @@ def test_checkpoint_skips_training_and_unavailable_runtimes_are_listed(e2e, tmp_
     assert "Not measured here: tensorrt — " in (out / "report" / "report.md").read_text()
 
 
+def test_each_runtime_runs_its_own_lrn_form_and_bf16_runs_the_fp32_file(e2e, tmp_path):
+    """ONNX Runtime runs the banded-conv LRN export, OpenVINO the native-LRN one (each measured fastest there); bf16
+    is OpenVINO computing on the fp32 native file, and ONNX Runtime, which cannot, is listed as skipped."""
+    _, first = e2e
+    for name in ("openvino",):
+        if not availability(name, "bf16")[0]:
+            pytest.skip(f"{name} bf16: {availability(name, 'bf16')[1]}")
+    out = tmp_path / "forms"
+    result = invoke("--checkpoint", first / "train", "--out", out, "--precisions", "fp32,bf16",
+                    "--runtimes", "onnxruntime,openvino", *QUICK)
+    assert result.exit_code == 0, result.output
+    report = read_report(out)
+    files = {(r["runtime"], r["precision"]): Path(r["model"]).name for r in report["rows"]}
+    assert files == {("onnxruntime", "fp32"): "model.fp32.onnx", ("openvino", "fp32"): "model.fp32.native-lrn.onnx",
+                     ("openvino", "bf16"): "model.fp32.native-lrn.onnx"}
+    assert {(a["precision"], a["lrn"]) for a in report["artifacts"] if a["kind"] == "onnx"} == {("fp32", "conv"),
+                                                                                                ("fp32", "native")}
+    assert [(s["runtime"], s["precision"]) for s in report["skipped"]] == [("onnxruntime", "bf16")]
+    bf16 = next(t for t in report["task_parity"]["results"] if t["precision"] == "bf16")
+    assert bf16["passed"] and bf16["parity"]["tolerance"]["atol"] == 0.25  # judged by bf16's own tolerance
+
+
 def test_an_earlier_pipeline_run_is_refused_unless_overwrite(e2e, tmp_path):
     _, first = e2e
     out = tmp_path / "out"
