@@ -51,7 +51,7 @@ HEADERS = ["onnxruntime", "openvino f32", "openvino bf16", "openvino int8"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--checkpoint", type=Path, help="run folder or .safetensors (default: random 1000-class)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; cells are medians over them")
