@@ -235,6 +235,8 @@ def _ov_kernel(x: np.ndarray, w: np.ndarray, precision: str, threads: int) -> Ca
     import openvino as ov
     import openvino.opset13 as ops
 
+    from runtimes.openvino_runtime import shared_core
+
     param = ops.parameter(list(x.shape), np.float32, name="x")
     data, weights = param, ops.constant(w)
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
@@ -247,7 +249,7 @@ def _ov_kernel(x: np.ndarray, w: np.ndarray, precision: str, threads: int) -> Ca
         config["INFERENCE_PRECISION_HINT"] = precision
     out = (ops.matmul(data, weights, False, False) if w.ndim == 2 else
            ops.convolution(data, weights, [1, 1], [1, 1], [1, 1], [1, 1]))
-    request = ov.Core().compile_model(ov.Model([out], [param]), "CPU", config).create_infer_request()
+    request = shared_core().compile_model(ov.Model([out], [param]), "CPU", config).create_infer_request()
     request.set_input_tensor(ov.Tensor(x, shared_memory=True))  # the closure below keeps ``x`` alive
     return lambda: (request.infer(), x)
 

@@ -1,6 +1,7 @@
 """OpenVINO: one synchronous request per call, latency hint, a static-batch model compiled per batch size."""
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -70,9 +71,7 @@ class OpenVinoRuntime(Runtime):
     def supports(cls, precision: str) -> tuple[bool, str]:
         ok, reason = cls.is_available()
         if ok and precision == "bf16":
-            import openvino as ov
-
-            core = ov.Core()
+            core = shared_core()
             if not any("BF16" in core.get_property(d, "OPTIMIZATION_CAPABILITIES") for d in core.available_devices):
                 return False, f"openvino bf16: no device here has native bf16 ({', '.join(core.available_devices)})"
         return ok, reason
@@ -81,7 +80,7 @@ class OpenVinoRuntime(Runtime):
         import openvino as ov
         from openvino import frontend
 
-        core, self._version = ov.Core(), ov.get_version()
+        core, self._version = shared_core(), ov.get_version()
         if self._device not in core.available_devices + [d.split(".")[0] for d in core.available_devices]:
             raise RuntimeUnavailableError(f"openvino: device {self._device!r} is not available here; available: "
                                           f"{', '.join(core.available_devices)}")
@@ -175,6 +174,21 @@ class OpenVinoRuntime(Runtime):
                         inference_precision=get("INFERENCE_PRECISION_HINT").get_type_name(),
                         threads=int(get("INFERENCE_NUM_THREADS")) if self._device == "CPU" else None)
         return info
+
+
+@functools.cache
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, kept until exit.
+
+    Each Core's CPU plugin installs its own signal stack on the loading thread and, when the Core dies, puts back the
+    one it found. Two Cores that die out of order (A, B, del A, del B) leave the thread on A's unmapped stack, and the
+    next Python signal handler (SIGINT, SIGCHLD, faulthandler's) kills the process with SIGSEGV; measured with
+    openvino 2026.4 (tests/runtimes/test_openvino.py::test_runtimes_closed_out_of_order_leave_signals_working).
+    One Core that lives until exit also loads the plugin once.
+    """
+    import openvino as ov
+
+    return ov.Core()
 
 
 def _first_line(e: BaseException) -> str:

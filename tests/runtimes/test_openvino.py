@@ -1,17 +1,22 @@
 """OpenVINO adapter on the real library: lifecycle, parity with ONNX Runtime, bf16, and every refusal."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from runtimes.errors import (InputMismatchError, RuntimeLoadError, RuntimeOptionError, RuntimeStateError,
                              RuntimeUnavailableError)
-from runtimes.openvino_runtime import OpenVinoRuntime
+from runtimes.openvino_runtime import OpenVinoRuntime, shared_core
 from runtimes.ort_runtime import OrtRuntime
 
 ov = pytest.importorskip("openvino")
 pytestmark = pytest.mark.skipif(not OpenVinoRuntime.is_available()[0], reason=OpenVinoRuntime.is_available()[1])
-CPU_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+CPU_BF16 = "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 needs_bf16 = pytest.mark.skipif(not CPU_BF16, reason="this CPU has no native bf16 (OpenVINO lacks the BF16 capability)")
 
 
@@ -102,6 +107,22 @@ def test_precision_other_than_the_files_own_is_refused(tiny_onnx):
         OpenVinoRuntime(tiny_onnx.path, precision="int8").load()
 
 
+def test_runtimes_closed_out_of_order_leave_signals_working(tiny_onnx):
+    """Two open runtimes closed first-opened-first (what bench and pipeline do) and then a Python signal handler: with
+    one Core per runtime, OpenVINO left the thread on a freed signal stack and the signal killed the process."""
+    script = (
+        "import gc, os, signal, sys\n"
+        "from runtimes.openvino_runtime import OpenVinoRuntime\n"
+        "a, b = OpenVinoRuntime(sys.argv[1], threads=1), OpenVinoRuntime(sys.argv[1], threads=1)\n"
+        "a.load(); b.load(); a.close(); gc.collect(); b.close(); del a, b; gc.collect()\n"
+        "signal.signal(signal.SIGUSR1, lambda *_: print('handled'))\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script, str(tiny_onnx.path)], cwd=root, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    assert (done.returncode, done.stdout.strip()) == (0, "handled"), done.stderr[-2000:]
+
+
 @pytest.mark.skipif(CPU_BF16, reason="checks the refusal on a CPU without native bf16")
 def test_bf16_without_native_bf16_is_unavailable(tiny_onnx):
     assert not OpenVinoRuntime.supports("bf16")[0]
@@ -146,7 +167,7 @@ def test_int8_file_keeps_openvinos_default_for_its_float_layers(exported, tmp_pa
     with OpenVinoRuntime(path) as rt:
         logits = rt.infer({"input": x})["logits"]
         info = rt.describe()
-    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    default = shared_core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     assert rt.precision == "int8" and (info["precision_hint"], info["inference_precision"]) == ("default", default)
     reference = _ort_logits(path, x)
     cosine = (logits * reference).sum() / np.linalg.norm(logits) / np.linalg.norm(reference)
