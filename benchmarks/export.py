@@ -52,7 +52,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads (torch and ORT)")
     parser.add_argument("--calls", default="1:10,32:2", help="timed calls per variant per round, per batch size")
     parser.add_argument("--only", default="",
-                        help="comma-separated variant names to export and time (torch eager, the baseline, always runs)")
+                        help="comma-separated variant names to export and time "
+                             "(torch eager, the baseline, always runs)")
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="before each round, wait up to this many seconds for other processes to go quiet")
     parser.add_argument("--out", type=Path, default=None, help="folder for the ONNX files (default: a temp folder)")

@@ -87,7 +87,8 @@ def _stock_graphs(checkpoint: Path) -> dict[str, onnx.ModelProto]:
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, dynamo in (("torch.onnx dynamo decomposition", True), ("torch.onnx TorchScript decomposition", False)):
+        stock = (("torch.onnx dynamo decomposition", True), ("torch.onnx TorchScript decomposition", False))
+        for name, dynamo in stock:
             path = Path(tmp) / "stock.onnx"
             _stock_export(checkpoint, path, dynamo)
             out[name] = onnx.load(str(path))

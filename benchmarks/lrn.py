@@ -45,7 +45,7 @@ def main() -> None:
     variants = {"torch nn.LocalResponseNorm": nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0),
                 "trainer.lrn.LocalResponseNorm": LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)}
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for name, module in variants.items():  # warm-up
+    for module in variants.values():  # warm-up
         _step_ms(module, x, grad)
     for _ in range(args.rounds):
         for name, module in variants.items():

@@ -40,7 +40,7 @@ def _details(report: BenchReport, bullet: str) -> list[str]:
         extra = ", ".join(f"{k} {v}" for k, v in cold.details.items() if k != "engine_path")
         lines.append(f"{bullet}cold start {name}: load {cold.load_ms:.0f} ms, first inference "
                      f"{cold.first_inference_ms:.1f} ms (batch {cold.batch_size}){', ' + extra if extra else ''}")
-    for name, parity in report.parity.items():
+    for parity in report.parity.values():
         for check in parity.checks:
             lines.append(f"{bullet}parity {check} [{parity.note}]")
             for out in check.outputs:

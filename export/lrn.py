@@ -3,7 +3,8 @@
 The exporter never lets PyTorch decompose LRN: both torch exporters emit Pad/AveragePool/Pow/Div chains (from
 opset 19 on ONNX Runtime runs that 5-D AveragePool with a reference kernel, ~8x slower than at opset 17), and neither
 keeps a single node that fp16 conversion can leave in fp32. Instead every LRN module is swapped for a custom op
-(``torch.library.custom_op``) whose ONNX translation is one ``LRN`` node, and :func:`lower_lrn` then rewrites those nodes:
+(``torch.library.custom_op``) whose ONNX translation is one ``LRN`` node, and :func:`lower_lrn` then rewrites those
+nodes:
 
 * ``native``: keep the ``LRN`` node. TensorRT has a native LRN layer; ONNX Runtime's CPU kernel is the slowest choice.
 * ``conv`` (default): ``d = Conv1x1(x*x, band)`` with a fixed banded ``C x C`` weight that holds ``alpha/size`` inside

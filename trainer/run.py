@@ -206,8 +206,10 @@ def _fit(run: _Run, dist_ctx: DistContext) -> History:
     saver, trainer, history = ckpt.BackgroundSaver(), run.trainer, run.history
     if dist_ctx.is_main:  # one writer: every rank holds the same weights and logs
         trainer.on_epoch_saved = lambda epoch, logs: _save_epoch(saver, run, epoch)
-    finalize = (lambda status: _finalize_from_last_epoch(run.out_dir, history, status, run.split.classes, run.config,
-                                                         run.meta_base))
+
+    def finalize(status):
+        return _finalize_from_last_epoch(run.out_dir, history, status, run.split.classes, run.config, run.meta_base)
+
     try:
         history = trainer.fit(run.config.epochs, run.start_epoch, history)
         saver.wait()

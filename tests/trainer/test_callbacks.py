@@ -300,7 +300,8 @@ def test_missing_monitor_warns_and_skips() -> None:
     es = EarlyStopping(patience=0)
     trainer = attach(es)
     es.on_train_begin()
-    message = r"^Early stopping conditioned on metric `val_loss` which is not available\. Available metrics are: loss,accuracy$"
+    message = (r"^Early stopping conditioned on metric `val_loss` which is not available\. "
+               r"Available metrics are: loss,accuracy$")
     with pytest.warns(UserWarning, match=message):
         es.on_epoch_end(0, {"loss": 1.0, "accuracy": 0.5})
     assert (es.wait, es.best) == (0, None) and not trainer.stop_training

@@ -122,7 +122,9 @@ def test_transforms_give_227_tensors_and_eval_is_deterministic(tmp_path):
 
 
 def test_each_augmentation_can_be_switched_off():
-    names = lambda cfg: [type(t).__name__ for t in train_transform(cfg).transforms]
+    def names(cfg):
+        return [type(t).__name__ for t in train_transform(cfg).transforms]
+
     full = names(AugmentConfig())
     assert {"RandomAffine", "RandomHorizontalFlip", "RandomVerticalFlip"} <= set(full)
     assert "RandomVerticalFlip" not in names(AugmentConfig(vflip=False))
