@@ -38,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     log = _Log(out / "summary.txt")
     env = _step("env", [sys.executable, __file__, "--probe"], out / "env.log", log)
     probe = _last_json(out / "env.log")
-    if env != 0 or not probe.get("cuda"):
-        log(f"no CUDA GPU here ({probe.get('cuda_reason', 'the probe failed: see env.log')}): nothing was checked")
+    if env != 0:  # e.g. torch not importable by this interpreter: say that, not "no GPU"
+        log(f"the environment probe failed ({_last_line(out / 'env.log')}; see env.log): nothing was checked")
+        _write_json(out / "summary.json", {"status": "probe failed", "environment": probe})
+        return EXIT_UNAVAILABLE
+    if not probe.get("cuda"):
+        log(f"no CUDA GPU here ({probe.get('cuda_reason')}): nothing was checked")
         _write_json(out / "summary.json", {"status": "no gpu", "environment": probe})
         return EXIT_UNAVAILABLE
     log(f"GPU {probe['gpu']}; runtimes: " + ", ".join(f"{n} {'ok' if ok else 'UNAVAILABLE (' + why + ')'}"
@@ -132,6 +136,11 @@ def _targets(bench_json: Path, log: _Log) -> dict:
     for key, value in targets.items():
         log(f"target {key}: {value}")
     return targets
+
+
+def _last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()] if path.is_file() else []
+    return lines[-1].strip() if lines else "no output"
 
 
 def _write_json(path: Path, obj) -> None:

@@ -6,7 +6,7 @@
 #
 # Runs from this tree (PYTHONPATH), without installing the project. Packages installed with `pip install --target DIR`
 # (onnxruntime-gpu, tensorrt, onnxscript...) are found in $GPU_CHECK_SITE, $HOME/ortgpu and $HOME/tensorrt.
-# PYTHON picks the interpreter (default python3).
+# PYTHON picks the interpreter (default: the project's .venv if there is one, else python3).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SITE=""
@@ -15,4 +15,6 @@ for d in "${GPU_CHECK_SITE:-}" "$HOME/ortgpu" "$HOME/tensorrt"; do
 done
 export PYTHONPATH="$ROOT$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-exec "${PYTHON:-python3}" "$ROOT/scripts/gpu_check.py" "$@"
+DEFAULT_PYTHON=python3
+if [ -x "$ROOT/.venv/bin/python" ]; then DEFAULT_PYTHON="$ROOT/.venv/bin/python"; fi
+exec "${PYTHON:-$DEFAULT_PYTHON}" "$ROOT/scripts/gpu_check.py" "$@"
