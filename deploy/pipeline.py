@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from core.contract import PRECISIONS
 from core.errors import UsageError
@@ -108,7 +108,11 @@ def run_pipeline(config: PipelineConfig, progress: PipelineProgress = PipelinePr
     unknown = sorted(set(config.precisions) - set(PRECISIONS)) + sorted(set(config.runtimes) - set(RUNTIME_NAMES))
     if unknown:
         raise UsageError(f"unknown precision or runtime: {', '.join(unknown)}")
+    from trainer.checkpoint import load_checkpoint
+
     given = checkpoint_model(config.checkpoint, "--checkpoint") if config.checkpoint else None
+    # Read whole (and so checked) before anything is created or moved: a bad file must not cost the earlier run.
+    given_meta = load_checkpoint(given.path).meta if given else None
     start = time.perf_counter()
     out = Path(config.out or default_run_dir())
     # Read (and checked) before anything runs or moves: it may be the report this run replaces with --overwrite.
@@ -122,7 +126,7 @@ def run_pipeline(config: PipelineConfig, progress: PipelineProgress = PipelinePr
         log.warning("skipping %s: %s", name, status["reason"])
     try:
         if targets:
-            _run_stages(config, given, targets, record, progress, aside)
+            _run_stages(config, given, given_meta, targets, record, progress, aside)
         else:
             record.no_runtime = True
             log.error("none of the requested runtimes (%s) can run here", ", ".join(config.runtimes))
@@ -137,18 +141,18 @@ def run_pipeline(config: PipelineConfig, progress: PipelineProgress = PipelinePr
                           record.no_runtime)
 
 
-def _run_stages(config: PipelineConfig, given: TorchModel | None, targets: list[Target], record: PipelineRecord,
-                progress: PipelineProgress, aside: SetAside) -> None:
+def _run_stages(config: PipelineConfig, given: TorchModel | None, given_meta: Mapping[str, Any] | None,
+                targets: list[Target], record: PipelineRecord, progress: PipelineProgress, aside: SetAside) -> None:
     if given is None:
         try:
-            stages.train_stage(config.train, record, progress.show_progress, aside)  # restores ``aside`` if need be
+            meta = stages.train_stage(config.train, record, progress.show_progress, aside)  # may restore ``aside``
         except stages.TrainingFailed:
             return
         torch_model = TorchModel(Path(record.training["checkpoint"]), "trained by this pipeline")
     else:
         _stage(record, 1, f"train: skipped, using {given.path}")
-        stages.summarize_checkpoint(record, given.path)
-        torch_model = given
+        stages.summarize_training(record, given.path, given_meta, None, "checkpoint")
+        torch_model, meta = given, given_meta
     aside.discard()  # the new run has its checkpoint: the earlier one is no longer needed
     exported: dict[tuple[str, str], Path] = {}
     for key in dict.fromkeys(t.export for t in targets):
@@ -167,7 +171,7 @@ def _run_stages(config: PipelineConfig, given: TorchModel | None, targets: list[
             ran += group
     if ran:
         _stage(record, 4, "task parity on the validation images")
-        stages.task_parity_stage(torch_model, [(t.runtime, t.precision, exported[t.export]) for t in ran],
+        stages.task_parity_stage(torch_model, meta, [(t.runtime, t.precision, exported[t.export]) for t in ran],
                                  config.options, config.batch_sizes, config.task_images, record)
     if exported and not record.results and all(v["status"] == "skipped" for v in record.runtimes.values()):
         record.no_runtime = True  # available on paper, but every one of them turned out unable to run here

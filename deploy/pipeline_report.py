@@ -1,19 +1,20 @@
 """The pipeline's record (filled stage by stage) and its report.json / report.md renderings."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import logging
+from typing import TYPE_CHECKING, Any
 
 from core.contract import PRECISIONS
 from core.environment import describe_environment
 from deploy.render import gate_markdown, ms, pct, verdict_lines
 from deploy.reports import BenchResult, json_safe
-from deploy.task_parity import TaskParity
-from runtimes.registry import RUNTIME_NAMES
 from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP, recommend
+from runtimes.registry import RUNTIME_NAMES
+
+if TYPE_CHECKING:  # task_parity pulls in torch and torchvision: the gate reads FORMAT from here without them
+    from deploy.task_parity import TaskParity
 
 log = logging.getLogger(__name__)
 

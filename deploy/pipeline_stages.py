@@ -38,8 +38,9 @@ class TrainingFailed(Exception):
     """Training failed (recorded in the report): the later stages have nothing trustworthy to export."""
 
 
-def train_stage(config: TrainConfig, record: PipelineRecord, show_progress: bool, aside: SetAside) -> None:
-    """Train into OUT/train and record the summary.
+def train_stage(config: TrainConfig, record: PipelineRecord, show_progress: bool,
+                aside: SetAside) -> Mapping[str, Any]:
+    """Train into OUT/train and record the summary; returns the checkpoint's metadata.
 
     A failure or Ctrl-C before the first finished epoch puts an earlier run (``aside``) back and raises the error
     (TrainingInterrupted for Ctrl-C): no report is written over it. Later, what training left is summarized, then
@@ -70,12 +71,7 @@ def train_stage(config: TrainConfig, record: PipelineRecord, show_progress: bool
         raise TrainingFailed from None
     record.timings_s["train"] = time.perf_counter() - started
     summarize_training(record, result.weights, result.meta, result.history.rows, "trained")
-
-
-def summarize_checkpoint(record: PipelineRecord, weights: Path) -> None:
-    from trainer.checkpoint import load_checkpoint
-
-    summarize_training(record, weights, load_checkpoint(weights).meta, None, "checkpoint")
+    return result.meta
 
 
 def summarize_training(record: PipelineRecord, weights: Path, meta: Mapping[str, Any],
@@ -201,15 +197,16 @@ def bench_stage(onnx_path: Path, precision: str, lrn: str, names: list[str], tor
     return bool(report.results)
 
 
-def task_parity_stage(torch_model: TorchModel, targets: Sequence[tuple[str, str, Path]], options: RuntimeOptions,
-                      batch_sizes: tuple[int, ...], task_images: int | None, record: PipelineRecord) -> None:
-    """Every benched (runtime, precision, file) on the validation images: top-1, agreement and Δ vs PyTorch fp32."""
+def task_parity_stage(torch_model: TorchModel, meta: Mapping[str, Any], targets: Sequence[tuple[str, str, Path]],
+                      options: RuntimeOptions, batch_sizes: tuple[int, ...], task_images: int | None,
+                      record: PipelineRecord) -> None:
+    """Every benched (runtime, precision, file) on the validation images: top-1, agreement and Δ vs PyTorch fp32
+    (``meta``: the checkpoint's metadata, which records its validation split)."""
     from deploy.task_parity import evaluate_runtime, load_task_images, reference_logits
-    from trainer.checkpoint import load_checkpoint
 
     started = time.perf_counter()
     try:
-        images, note = load_task_images(load_checkpoint(torch_model.path).meta, task_images)
+        images, note = load_task_images(meta, task_images)
         if images is None:
             record.notes.append(f"task parity skipped: {note}")
             return

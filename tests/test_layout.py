@@ -71,3 +71,19 @@ def test_no_import_cycle():
     for module in sorted(GRAPH):
         if state[module] == 0:
             visit(module, [module])
+
+
+@pytest.mark.slow  # a fresh interpreter: this process has torch loaded long ago
+def test_the_cli_and_the_regression_gate_load_without_the_heavy_libraries():
+    """`--help`, option parsing (``--max-slowdown`` reads the gate's formats) and an ONNX Runtime bench need none of
+    torch, torchvision, matplotlib or openvino: importing them costs ~3 s a command."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cli, deploy.gate, deploy.bench; "
+            "deploy.gate.parse_slowdown('5%'); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib', 'openvino') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"loaded at import: {done.stdout.strip()}"
