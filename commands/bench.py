@@ -80,13 +80,16 @@ def bench(ctx: click.Context, model: Path, runtimes: tuple[str, ...], precision:
 
     if opts["iterations"] is not None and opts["duration"] is not None:
         raise click.BadParameter("give --iterations or --duration, not both", param_hint="--iterations")
-    for option in ("json_path", "markdown_path"):
-        if opts[option] is not None:
-            check_not_an_input(opts[option], {"the model": model, "the reference": opts["reference"]},
-                               "--" + option.split("_")[0])
-            if opts["baseline"] is not None:
-                check_not_an_input(opts[option], {"the baseline": opts["baseline"]}, "--" + option.split("_")[0])
-            check_writable(opts[option], "--" + option.split("_")[0])  # now, not after minutes of measuring
+    inputs = {"the model": model, "the baseline": opts["baseline"]}
+    if opts["reference"] is not None:  # a run folder: its weights are the input, not the folder
+        from trainer.checkpoint import checkpoint_files
+
+        inputs.update(checkpoint_files(opts["reference"]))
+    for flag, path in (("--json", opts["json_path"]), ("--markdown", opts["markdown_path"])):
+        if path is not None:
+            check_not_an_input(path, inputs, flag)
+            check_writable(path, flag)  # now, not after minutes of measuring
+            inputs[f"the {flag} report"] = path  # one file cannot hold both reports
     baseline = load_baseline(opts["baseline"]) if opts["baseline"] else None  # a bad one fails before the bench
     plan = BenchPlan(
         runtimes=runtimes, batch_sizes=opts["batch_sizes"],

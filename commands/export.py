@@ -52,17 +52,18 @@ def export(obj: dict, run: Path, output: Path | None, precision: str, opset: int
     The file is written only when the ONNX checker, strict shape inference and parity with the PyTorch model (on
     fixed-seed random inputs and on the validation images, when available) all pass.
     """
-    from core.fileio import check_not_an_input, write_json_atomic
+    from core.fileio import check_not_an_input, check_writable, write_json_atomic
     from deploy.render import export_summary, export_table
     from export.errors import ParityError
     from export.exporter import default_output, export_onnx
     from export.spec import ExportSpec
+    from trainer.checkpoint import checkpoint_files
 
     spec = ExportSpec(precision=precision, opset=opset, batch=batch, lrn=lrn, atol=atol, rtol=rtol)
     output = output or default_output(run, precision, lrn)
-    if json_path is not None:
-        check_not_an_input(json_path, {"the checkpoint": run if run.is_file() else None, "the ONNX output": output},
-                           "--json")
+    if json_path is not None:  # checked now, not after a minute of export
+        check_not_an_input(json_path, {**checkpoint_files(run), "the ONNX output": output}, "--json")
+        check_writable(json_path, "--json")
     if triton_repo is not None:  # refuse an occupied model folder now, not after a minute of export
         from deploy.triton import check_free
         from deploy.triton_config import model_name

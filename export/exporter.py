@@ -27,7 +27,7 @@ from export.spec import ExportSpec, ir_version_for
 from export.validate import validate_onnx
 from runtimes.ort_runtime import OrtRuntime
 from runtimes.parity import ParityReport, compare_outputs
-from trainer.checkpoint import load_checkpoint, resolve_checkpoint
+from trainer.checkpoint import checkpoint_files, load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
     except ValueError as e:
         raise ExportError(str(e)) from None
     out_path, weights = Path(out_path), resolve_checkpoint(checkpoint_path)
-    check_not_an_input(out_path, {"the checkpoint": weights, "the checkpoint's metadata": weights.with_suffix(".json"),
-                                  "the calibration data": calibration_data}, "the output")
+    check_not_an_input(out_path, {**checkpoint_files(weights), "the calibration data": calibration_data}, "the output")
     check_writable(out_path, "the output")
     ckpt = load_checkpoint(weights)
     start = time.perf_counter()

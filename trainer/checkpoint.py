@@ -103,6 +103,18 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+def checkpoint_files(path: str | os.PathLike | None) -> dict[str, Path]:
+    """The files a checkpoint argument (run folder or ``.safetensors``) stands for, named as
+    :func:`core.fileio.check_not_an_input` takes them: a report written into a run folder must not replace its
+    weights. Empty when there is no checkpoint there (loading it says so)."""
+    try:
+        weights = resolve_checkpoint(path) if path is not None else None
+    except CheckpointError:
+        return {}
+    return {} if weights is None else {"the checkpoint": weights,
+                                       "the checkpoint's metadata": weights.with_suffix(".json")}
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load a checkpoint from a run folder or a ``.safetensors`` file, validating its metadata.
 

@@ -94,6 +94,9 @@ CASES: list[tuple[str, Callable[[Path], list], int, str]] = [
     # export: refuses to write over its input, reads no broken metadata
     ("export-onto-its-checkpoint", lambda t: ["export", _bad_checkpoint(t / "run") / "model.safetensors", "-o",
                                               t / "run" / "model.safetensors"], 2, "would destroy it"),
+    ("export-json-onto-its-run-folders-weights", lambda t: ["export", _bad_checkpoint(t / "run"), "-o", t / "m.onnx",
+                                                            "--json", t / "run" / "model.safetensors"], 2,
+     "is the checkpoint"),
     ("export-text-dropout", lambda t: ["export", _bad_checkpoint(t / "run", dropout="half")], 1, "dropout"),
     ("export-two-value-mean", lambda t: ["export", _bad_checkpoint(t / "run", mean=[0.5, 0.5])], 1, "mean must be 3"),
     ("export-empty-class-name", lambda t: ["export", _bad_checkpoint(t / "run", class_names=[""] * 6)], 1,
@@ -103,6 +106,11 @@ CASES: list[tuple[str, Callable[[Path], list], int, str]] = [
     # bench: reports never land on an input; every number finite and bounded
     ("bench-json-onto-model", lambda t: ["bench", _model(t), "--json", t / "m.onnx"], 2, "would destroy it"),
     ("bench-markdown-onto-model", lambda t: ["bench", _model(t), "--markdown", t / "m.onnx"], 2, "would destroy it"),
+    ("bench-json-onto-the-reference-runs-weights", lambda t: ["bench", _model(t), "--reference",
+                                                              _bad_checkpoint(t / "run"), "--json",
+                                                              t / "run" / "model.safetensors"], 2, "is the checkpoint"),
+    ("bench-json-and-markdown-one-file", lambda t: ["bench", _model(t), "--json", t / "r.txt", "--markdown",
+                                                    t / "r.txt"], 2, "--markdown"),
     ("bench-unwritable-json", lambda t: ["bench", _model(t), "--json", _file(t / "f") / "r.json"], 1,
      "cannot write"),  # refused before the bench runs, not after it
     ("bench-duration-nan", lambda t: ["bench", _model(t), "--duration", "nan"], 2, "--duration"),
@@ -132,6 +140,9 @@ CASES: list[tuple[str, Callable[[Path], list], int, str]] = [
     ("pipeline-one-class-overwrite", lambda t: ["pipeline", "--data", make_image_folder(t / "d", classes=("a",)),
                                                 "--out", _earlier_pipeline(t / "p"), "--overwrite"], 1,
      "at least 2 classes"),
+    ("pipeline-corrupt-checkpoint-overwrite", lambda t: ["pipeline", "--checkpoint", _earlier_run(t / "ck"), "--out",
+                                                         _earlier_pipeline(t / "p"), "--overwrite"], 1,
+     "not a readable safetensors file"),
     ("pipeline-nan-lr-overwrite", lambda t: ["pipeline", "--out", _earlier_pipeline(t / "p"), "--overwrite", "--lr",
                                              "nan"], 2, "--lr must be a finite number"),
 ]
