@@ -117,15 +117,15 @@ def train(obj: dict, **opts) -> None:
     from trainer import distributed
     from trainer.run import train as run_training
 
+    config = train_config(opts, opts["out"])  # a bad option fails here, before torchrun starts any process
+    if opts["resume"] is not None and not opts["resume"].is_dir():
+        raise click.BadParameter(f"run folder not found: {opts['resume']}", param_hint="--resume")
     if distributed.relaunch(opts["nproc_per_node"], sys.argv):
         return  # this command line ran once per process under torchrun
     launch = distributed.env_context()
     if not launch.is_main:  # rank 0 speaks for the run; the others would repeat its logs and bars
         logging.getLogger().setLevel(logging.WARNING)
         obj["progress"] = False
-    config = train_config(opts, opts["out"])
-    if opts["resume"] is not None and not opts["resume"].is_dir():
-        raise click.BadParameter(f"run folder not found: {opts['resume']}", param_hint="--resume")
     result = run_training(config, resume=opts["resume"], resume_epochs=opts["epochs"], show_progress=obj["progress"])
     if launch.is_main:
         click.echo("\n".join(train_summary(result)))

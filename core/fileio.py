@@ -177,6 +177,14 @@ class SetAside:
             os.rename(aside, path)
         self._moved = []
 
+    def settle(self, new_result: Path) -> None:
+        """After the new run failed or was interrupted: it stays (the earlier entries go) if it got as far as
+        ``new_result``, else the earlier run is put back."""
+        if self._moved and Path(new_result).exists():
+            self.discard()
+        elif self._moved:
+            self.restore()
+
 
 _ASIDE = ".replaced-"
 

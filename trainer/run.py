@@ -75,10 +75,10 @@ def train(config: TrainConfig, resume: str | Path | None = None, resume_epochs: 
     Raises:
         DataError, CheckpointError, TrainingDivergedError, TrainingInterrupted: with a user-facing message.
     """
-    config.validate()
     resumed = _load_resume(resume, resume_epochs) if resume is not None else None
     if resumed is not None:
-        config = resumed["config"]
+        config = resumed["config"]  # the run's saved settings: checked like the command line's
+    config.validate()
     dist_ctx, device = distributed.init(config.device)
     try:
         return _train(config, resume, resumed, device, dist_ctx, show_progress and dist_ctx.is_main)
@@ -139,12 +139,16 @@ def _earlier_run(out_dir: Path, overwrite: bool) -> list[str]:
 
 def _train(config: TrainConfig, resume: str | Path | None, resumed: dict[str, Any] | None, device: torch.device,
            dist_ctx: DistContext, show_progress: bool) -> TrainResult:
-    run = _set_up(config, resume, resumed, device, dist_ctx, show_progress)
+    amp_dtype = resolve_amp(config.amp, device)
+    callbacks = _make_callbacks(config)  # bad callback settings fail before any data is read
+    prepared = distributed.run_on_main(lambda: _prepare_run(config, resume, show_progress), dist_ctx)
+    aside, out_dir = (prepared[4] if dist_ctx.is_main else None), prepared[3]
     try:
+        run = _set_up(config, resume, resumed, device, dist_ctx, show_progress, amp_dtype, callbacks, prepared)
         history = _fit(run, dist_ctx)
     except BaseException:
-        if run.aside is not None and run.aside.moved:
-            run.aside.restore()  # the new run finished no epoch: the earlier one goes back untouched
+        if aside is not None:  # the new run stays if it published an epoch (Ctrl-C while its first one was saved)
+            aside.settle(out_dir / ckpt.WEIGHTS_NAME)
         raise
     for cb in run.callbacks:
         cb.on_train_end()  # EarlyStopping(restore_best_weights=True) puts the best epoch's weights back here
@@ -164,11 +168,8 @@ def _train(config: TrainConfig, resume: str | Path | None, resumed: dict[str, An
 
 
 def _set_up(config: TrainConfig, resume: str | Path | None, resumed: dict[str, Any] | None, device: torch.device,
-            dist_ctx: DistContext, show_progress: bool) -> _Run:
-    amp_dtype = resolve_amp(config.amp, device)
-    callbacks = _make_callbacks(config)  # bad callback settings fail before any data is read
-    split, data_dir, built_in, out_dir, aside = distributed.run_on_main(
-        lambda: _prepare_run(config, resume, show_progress), dist_ctx)
+            dist_ctx: DistContext, show_progress: bool, amp_dtype, callbacks: list, prepared: tuple) -> _Run:
+    split, data_dir, built_in, out_dir, aside = prepared
     if resumed is not None and resumed["state"]["class_names"] != split.classes:
         raise CheckpointError(f"the classes in {data_dir} changed since the run in {resume} started")
     config = dataclasses.replace(config, num_classes=len(split.classes))

@@ -74,6 +74,8 @@ CASES: list[tuple[str, Callable[[Path], list], int, str]] = [
     # train: every option checked before the earlier run is touched
     ("train-nan-lr-overwrite", lambda t: ["train", "--out", _earlier_run(t / "old"), "--overwrite", "--lr", "nan"],
      2, "--lr must be a finite number"),
+    ("train-nan-lr-distributed", lambda t: ["train", "--nproc-per-node", "2", "--device", "cpu", "--lr", "nan"], 2,
+     "--lr must be a finite number"),  # refused before torchrun starts any process
     ("train-nan-weight-decay", lambda t: ["train", "--out", _earlier_run(t / "old"), "--overwrite",
                                           "--weight-decay", "nan"], 2, "--weight-decay"),
     ("train-nan-dropout", lambda t: ["train", "--dropout", "nan"], 2, "--dropout"),

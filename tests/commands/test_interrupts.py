@@ -167,3 +167,49 @@ def test_ctrl_c_before_the_first_epoch_of_an_overwrite_keeps_the_earlier_run(tmp
                                            "--workers", "0", *QUICK_TRAIN])
     assert result.exit_code == 130 and "earlier run is back in place" in result.output, result.output
     assert _hashes(run) == earlier and not list(run.glob(".*replaced-*"))
+
+
+def _earlier_training_run(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    data, run = make_image_folder(tmp_path / "data", per_class=8), tmp_path / "run"
+    first = CliRunner().invoke(cli.main, ["-q", "train", "--data", str(data), "--out", str(run), "--epochs", "1",
+                                          "--workers", "0", *QUICK_TRAIN])
+    assert first.exit_code == 0, first.output
+    return data, run, _hashes(run)
+
+
+def test_ctrl_c_while_the_first_epoch_of_an_overwrite_is_saved_keeps_the_new_run(tmp_path, monkeypatch):
+    """The interrupt lands while the new run's first checkpoint is written: that epoch is published, so the new run
+    is the run (resumable) and the earlier one is gone — not put back over it."""
+    from trainer.checkpoint import BackgroundSaver
+
+    data, run, earlier = _earlier_training_run(tmp_path)
+    original = BackgroundSaver.wait
+
+    def wait_then_ctrl_c(self):
+        pending = self._thread is not None
+        original(self)
+        if pending:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(BackgroundSaver, "wait", wait_then_ctrl_c)
+    result = CliRunner().invoke(cli.main, ["-q", "train", "--data", str(data), "--out", str(run), "--overwrite",
+                                           "--epochs", "2", "--seed", "1", "--workers", "0", *QUICK_TRAIN])
+    assert result.exit_code == 130 and "last finished epoch (1) is saved" in result.output, result.output
+    assert _hashes(run) != earlier and (run / "resume" / "LATEST").is_file()
+    assert not list(run.glob(".*replaced-*"))
+
+
+def test_a_failure_after_the_earlier_run_is_set_aside_puts_it_back(tmp_path, monkeypatch):
+    import trainer.run
+    from core.errors import ToolkitError
+
+    data, run, earlier = _earlier_training_run(tmp_path)
+
+    def out_of_memory(*args, **kwargs):
+        raise ToolkitError("out of memory while placing the model")
+
+    monkeypatch.setattr(trainer.run, "to_training_layout", out_of_memory)
+    result = CliRunner().invoke(cli.main, ["-q", "train", "--data", str(data), "--out", str(run), "--overwrite",
+                                           "--workers", "0", *QUICK_TRAIN])
+    assert result.exit_code == 1 and "out of memory" in result.output, result.output
+    assert _hashes(run) == earlier and not list(run.glob(".*replaced-*"))
