@@ -32,10 +32,10 @@ class OpenVinoRuntime(Runtime):
             OpenVINO's default for the float layers (measured faster than f32). ``"bf16"`` runs an fp32 file in bf16,
             refused where the device has no native bf16.
         batch_sizes: Batch sizes to compile at load; any other compiles on first use. Each batch size gets its own
-            static-shape model (the last MAX_COMPILED are kept).
+            static-shape model (the MAX_COMPILED most recently used are kept; the first MAX_COMPILED compile at load).
     """
     name = "openvino"
-    preferred_lrn = "native"  # one LRN node: faster than the banded conv on OpenVINO (benchmarks/openvino.py)
+    preferred_lrn = "native"  # one LRN node: faster than the banded conv on OpenVINO (benchmarks/cpu_runtimes.py)
 
     def __init__(self, path: str | os.PathLike, *, device: str = "CPU", threads: int | None = None,
                  precision: str | None = None, batch_sizes: Sequence[int] = ()) -> None:
@@ -101,7 +101,8 @@ class OpenVinoRuntime(Runtime):
                                                             for d in p.get_partial_shape()),
                                    np.dtype(p.get_element_type().to_dtype()).name) for p in model.inputs]
         self._outputs = [p.get_any_name() for p in model.outputs]
-        for batch in self._batch_sizes if all(None not in s.shape[1:] for s in self._inputs) else ():
+        # Only as many as are kept: compiling more here would evict the first ones before the sweep reaches them.
+        for batch in self._batch_sizes[:MAX_COMPILED] if all(None not in s.shape[1:] for s in self._inputs) else ():
             self._compile(tuple((batch, *s.shape[1:]) for s in self._inputs))
 
     def _resolve_precision(self, model) -> str:

@@ -58,8 +58,10 @@ class TorchRuntime(Runtime):
 
     @classmethod
     def supports(cls, precision: str) -> tuple[bool, str]:
-        if precision == "bf16" and not (cpu_has_native_bf16() or torch.cuda.is_available()):
-            return False, "torch bf16: this CPU has no native bf16 (avx512_bf16 or AMX) and there is no CUDA GPU"
+        gpu = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+        if precision == "bf16" and not (cpu_has_native_bf16() or gpu):
+            return False, ("torch bf16: this CPU has no native bf16 (avx512_bf16 or AMX) and there is no CUDA GPU "
+                           "with it (Ampere or newer)")
         return True, ""
 
     def _load(self) -> None:
@@ -88,7 +90,9 @@ class TorchRuntime(Runtime):
         self._torch_device = device
 
     def _check_bf16(self, device: torch.device) -> None:
-        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
+        # Ampere (8.0) or newer: torch.cuda.is_bf16_supported() also says yes to emulated bf16 on older GPUs.
+        native = (torch.cuda.get_device_capability(device) >= (8, 0) if device.type == "cuda"
+                  else cpu_has_native_bf16())
         if not native:
             raise RuntimeUnavailableError(f"torch bf16 on {device}: no native bf16 here (emulated bf16 is slower "
                                           "than fp32 and would misreport the precision)")
@@ -109,11 +113,12 @@ class TorchRuntime(Runtime):
 
     def _prepare(self, feeds: dict[str, np.ndarray]) -> None:
         x = torch.from_numpy(feeds[self._input_name])
+        dtype = torch.bfloat16 if self._bf16 else None
         if self.stream is not None:
-            with self._stream_context():
-                x = x.to(self._torch_device)
+            with self._stream_context():  # the cast too: on the default stream it could race the model's read
+                x = x.to(self._torch_device, dtype=dtype)
             self.stream.synchronize()
-        self._x = x.to(torch.bfloat16) if self._bf16 else x
+        self._x = x if dtype is None else x.to(dtype)  # a no-op where the stream already cast it
 
     def _run(self) -> None:
         try:

@@ -112,6 +112,8 @@ class TensorRTRuntime(Runtime):
         self._in_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._out_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self._inputs = [TensorSpec(n, tuple(d if d >= 0 else None for d in engine.get_tensor_shape(n)),
+                                   self._dtypes[n].name) for n in self._in_names]  # checked on every infer
         self._contexts: dict[int, Any] = {}
         self._buffers: dict[tuple, dict[str, Any]] = {}
         self.stream = torch.cuda.Stream(device=self._torch_device)
@@ -168,8 +170,7 @@ class TensorRTRuntime(Runtime):
         self._engine = self._trt_runtime = None
 
     def _input_specs(self) -> list[TensorSpec]:
-        return [TensorSpec(n, tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(n)),
-                           self._dtypes[n].name) for n in self._in_names]
+        return self._inputs
 
     def _output_names(self) -> list[str]:
         return list(self._out_names)

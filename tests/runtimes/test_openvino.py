@@ -65,6 +65,12 @@ def test_batch_sizes_compile_at_load(tiny_onnx):
         assert rt.describe()["compiled_batches"] == [1, 4]  # reused, not recompiled (most recent last)
 
 
+def test_more_batch_sizes_than_are_kept_compile_only_those_kept(tiny_onnx):
+    """Compiling all five at load would evict the first ones before a sweep in that order reaches them."""
+    with OpenVinoRuntime(tiny_onnx.path, batch_sizes=(1, 2, 3, 4, 5)) as rt:
+        assert rt.describe()["compiled_batches"] == [1, 2, 3, 4]
+
+
 def test_prepared_run_reads_the_staged_input(tiny_onnx):
     x = tiny_onnx.case.sample(2)
     with OpenVinoRuntime(tiny_onnx.path) as rt:
