@@ -126,7 +126,7 @@ def _bench_runtime(name: str, info: OnnxInfo, torch_model: TorchModel | None, re
         parity = state.parity[name] = _parity(rt, ref_outputs, sets, state.reference, plan, info)
         for batch in batch_sizes:
             m = measure(rt, make_feeds(specs, batch, plan.seed + batch), plan.timing, progress, f"{name} b{batch}")
-            state.results.append(_result(rt, m, parity, plan.timing))
+            state.results.append(_result(rt, m, parity, plan.timing, described.get("model")))
             if m.interrupted:
                 state.interrupted = True
                 return True
@@ -162,7 +162,7 @@ def _parity(rt: Runtime, ref_outputs, sets, reference: dict[str, Any], plan: Ben
     return RuntimeParity(reference["name"], checks, note)
 
 
-def _result(rt: Runtime, m: Measurement, parity: RuntimeParity, config: BenchConfig) -> BenchResult:
+def _result(rt: Runtime, m: Measurement, parity: RuntimeParity, config: BenchConfig, model: Any) -> BenchResult:
     host, dev = LatencyStats.from_samples(m.host_ms), LatencyStats.from_samples(m.device_ms or ())
     warnings = []
     if host and host.cv > config.cv_warn:
@@ -170,7 +170,6 @@ def _result(rt: Runtime, m: Measurement, parity: RuntimeParity, config: BenchCon
                         "longer with --duration or warm up more)")
     if m.interrupted:
         warnings.append("interrupted: partial measurement")
-    model = rt.describe().get("model")
     return BenchResult(rt.name, rt.precision, m.batch_size, rt.device, host, dev,
                        m.batch_size * 1e3 / host.mean if host and host.mean > 0 else 0.0,
                        m.batch_size * 1e3 / dev.mean if dev and dev.mean > 0 else None,

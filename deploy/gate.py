@@ -42,12 +42,12 @@ class RowComparison:
 
     @property
     def label(self) -> str:
-        return f"{self.runtime} {self.precision} batch {self.batch_size}"
+        return _label((self.runtime, self.precision, self.batch_size))
 
     def to_dict(self) -> dict[str, Any]:
         sides = ("iterations", "p50_ms", "throughput", "cv", "parity_passed", "top1_accuracy")
         return {"runtime": self.runtime, "precision": self.precision, "batch_size": self.batch_size,
-                "status": self.status, "reasons": list(self.reasons),
+                "label": self.label, "status": self.status, "reasons": list(self.reasons),
                 **{f"baseline_{k}": getattr(self, k)[0] for k in sides},
                 **{f"current_{k}": getattr(self, k)[1] for k in sides},
                 "p50_change": self.p50_change, "throughput_change": self.throughput_change}
@@ -78,10 +78,6 @@ class GateResult:
                 "regressed": len(self.regressions), "not_judged": sum(r.status == "not judged" for r in self.rows),
                 "rows": [r.to_dict() for r in self.rows], "only_in_baseline": list(self.only_in_baseline),
                 "only_in_current": list(self.only_in_current), "environment_changes": list(self.environment_changes)}
-
-    def __str__(self) -> str:
-        return (f"{'PASS' if self.passed else 'FAIL'}: {len(self.regressions)} of {len(self.rows)} row(s) regressed "
-                f"against {self.baseline}")
 
 
 def parse_slowdown(text: str) -> float:

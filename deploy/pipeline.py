@@ -124,6 +124,8 @@ def run_pipeline(config: PipelineConfig, progress: PipelineProgress = PipelinePr
     aside = _claim_folder(out, config.overwrite, keep_train=given is not None)
     for name, status in record.runtimes.items():  # said once the settings and data are known to be good
         log.warning("skipping %s: %s", name, status["reason"])
+    for (name, precision), reason in record.skipped.items():
+        log.warning("skipping %s %s: %s", name, precision, reason)
     try:
         if targets:
             _run_stages(config, given, given_meta, targets, record, progress, aside)

@@ -125,7 +125,7 @@ def _checkpoint_model(path: Path) -> PredictModel:
     info = OnnxInfo(ckpt.path, (TensorSpec(INPUT_NAME, (None, *INPUT_SHAPE), "float32"),),
                     (TensorSpec(OUTPUT_NAME, (None, n), "float32"),), "fp32")
     return PredictModel(ckpt.path, "checkpoint", tuple(ckpt.class_names), tuple(ckpt.meta["mean"]),
-                        tuple(ckpt.meta["std"]), info, TorchModel(ckpt.path, str(path)))
+                        tuple(ckpt.meta["std"]), info, TorchModel(ckpt.path, str(path), factory=ckpt.build_model))
 
 
 def make_predict_runtime(model: PredictModel, name: str | None = None, options: RuntimeOptions = RuntimeOptions(),

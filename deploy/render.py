@@ -216,7 +216,7 @@ def gate_text(gate: dict) -> str:
     rows = [list(_GATE_COLUMNS)] + [_gate_cells(r) for r in gate["rows"]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_GATE_COLUMNS))]
     table = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows] if gate["rows"] else []
-    why = [f"  {r['status']} {r['runtime']} {r['precision']} batch {r['batch_size']}: {'; '.join(r['reasons'])}"
+    why = [f"  {r['status']} {r['label']}: {'; '.join(r['reasons'])}"
            for r in gate["rows"] if r["reasons"]]
     return "\n".join(_gate_summary(gate) + table + why)
 
@@ -224,7 +224,7 @@ def gate_text(gate: dict) -> str:
 def gate_failure(gate: dict) -> str:
     """The one error line of a failed gate, naming every regressed row."""
     return "regression against the baseline: " + ", ".join(
-        f"{r['runtime']} {r['precision']} batch {r['batch_size']}" for r in gate["rows"] if r["status"] == "regressed")
+        r["label"] for r in gate["rows"] if r["status"] == "regressed")
 
 
 def gate_markdown(gate: dict) -> list[str]:
