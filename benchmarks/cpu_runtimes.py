@@ -37,10 +37,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.export import FOREIGN_LIMIT, _gflop_per_image  # noqa: E402  (needs the path above)
 
-GFLOP_PER_IMAGE = 1.4488  # AlexNet forward at 227x227, 1000 classes
+GFLOP_PER_IMAGE = round(_gflop_per_image(1000), 4)  # AlexNet forward at 227x227, 1000 classes: 1.4488
+
 GEMM_N = 4096
-FOREIGN_LIMIT = 0.15  # a sample taken while other processes used more of the CPUs than this is not "quiet"
 FILES = {"fp32-conv": ("fp32", "conv"), "fp32-native": ("fp32", "native"),
          "int8-conv": ("int8", "conv"), "int8-native": ("int8", "native")}
 # (column, runtime, precision option, benchmark_app -infer_precision) per file precision
@@ -100,35 +101,16 @@ def _run(args: argparse.Namespace, workdir: Path) -> None:
     _report(files, batches, samples, args, info)
 
 
-def _cpu_busy() -> tuple[float, float, float]:
-    """(seconds every CPU was busy, seconds this process and its finished children ran, wall clock) since boot."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-    own = os.times()
-    return busy, own.user + own.system + own.children_user + own.children_system, time.monotonic()
-
-
-def _foreign_share(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
-    """The share of the usable CPUs that other processes kept busy between two ``_cpu_busy`` readings."""
-    busy, own, wall = (a - b for a, b in zip(after, before))
-    return max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
-
-
 def _sample(samples: dict, quiet_wait_s: float, key: tuple | None, measure: Callable, *args) -> None:
     """Wait (up to ``quiet_wait_s``) for other processes to leave the CPUs, run ``measure(*args)`` and store its value
     under ``key`` (None: it returns a dict of them) with the share of the CPUs other processes used meanwhile."""
-    deadline = time.monotonic() + quiet_wait_s
-    while time.monotonic() < deadline:
-        before = _cpu_busy()
-        time.sleep(0.5)
-        if _foreign_share(before, _cpu_busy()) < FOREIGN_LIMIT:
-            break
-    before = _cpu_busy()
-    values = measure(*args) if key is None else {key: measure(*args)}
-    foreign = _foreign_share(before, _cpu_busy())
+    from benchmarks.export import _Load, _wait_for_quiet
+
+    _wait_for_quiet(quiet_wait_s)
+    with _Load() as load:
+        values = measure(*args) if key is None else {key: measure(*args)}
     for name, value in values.items():
-        samples[name].append((value, foreign))
+        samples[name].append((value, load.foreign))
 
 
 def _export(checkpoint: Path | None, workdir: Path, names: list[str]) -> dict[str, Path]:

@@ -221,12 +221,14 @@ class _Load:
 def _busy_seconds() -> float:
     with open("/proc/stat") as f:
         fields = [int(v) for v in f.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    # all but idle and iowait; guest time (fields 8, 9) is already counted in user and nice
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_seconds() -> float:
+    """This process's CPU time and its finished children's (a tool run as a subprocess is not foreign load)."""
     t = os.times()
-    return t.user + t.system
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _wait_for_quiet(limit_s: float) -> None:

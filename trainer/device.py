@@ -1,12 +1,11 @@
 """The trainer's device choices: the mixed-precision dtype and the number of data-loading workers."""
 from __future__ import annotations
 
-import os
 
 import torch
 
 from core.errors import UnavailableError, UsageError
-from core.host import cpu_has_native_bf16
+from core.host import cpu_has_native_bf16, usable_cores
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -34,4 +33,4 @@ def default_workers(processes: int = 1) -> int:
     """DataLoader workers per training process: decoding + augmentation costs ~1.5 ms per image per core, so one
     worker per two cores keeps up with training while leaving the compute threads their cores. ``processes``
     training processes on this machine (data-parallel) share the cores."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2 // processes))
+    return max(1, min(4, usable_cores() // 2 // processes))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from core.errors import ToolkitError, UnavailableError, UsageError
-from core.host import die_with_parent, environ_set, resolve_device
+from core.host import die_with_parent, environ_set, resolve_device, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def launch(nproc: int, argv: list[str]) -> None:
 
     # torchrun would give every process one thread; give each its share of the cores instead (the workers inherit
     # this environment; it is restored afterwards).
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, usable_cores() // nproc))
     # Its rendezvous banner and its own failure lines: a failed worker has printed its error, and the
     # WorkerFailedError below names it, so torchrun's log would only repeat that with pids and paths.
     elastic = logging.getLogger("torch.distributed.elastic")
