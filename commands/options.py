@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from core.contract import MAX_BATCH
+from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP  # a constant of a light module (no adapter, no torch)
 from runtimes.registry import RUNTIME_NAMES  # names only: the adapters are imported on first use
 
 
@@ -115,8 +116,8 @@ def gate_options(baseline_help: str):
                 click.option("--max-slowdown", default="5%", show_default=True, callback=_slowdown,
                              help="--baseline: a row whose p50 grew, or whose img/s fell, by more than this (5% or "
                                   "0.05) fails. Rows whose latency CV exceeds it on either side are not judged."),
-                click.option("--max-accuracy-drop", type=float, default=0.5, show_default=True,
-                             callback=_accuracy_drop,
+                click.option("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP,
+                             show_default=True, callback=_accuracy_drop,
                              help="Top-1 points a row may lose: against the --baseline, and (pipeline) against "
                                   "PyTorch fp32 to be recommended."))):
             command = option(command)

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from core.errors import UsageError
 from deploy.pipeline_report import FORMAT as PIPELINE_FORMAT, FORMAT_VERSION as PIPELINE_FORMAT_VERSION
 from deploy.reports import FORMAT as BENCH_FORMAT, FORMAT_VERSION as BENCH_FORMAT_VERSION
+from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP
 
 _VERSIONS = {BENCH_FORMAT: BENCH_FORMAT_VERSION, PIPELINE_FORMAT: PIPELINE_FORMAT_VERSION}
 DEFAULT_MAX_SLOWDOWN = 0.05        # 5 % slower p50 (or 5 % less img/s) than the baseline fails a row
@@ -158,7 +159,7 @@ def _number(value: Any) -> float | None:
 
 
 def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
-            max_accuracy_drop: float = 0.5) -> GateResult:
+            max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP) -> GateResult:
     """Judge every row present in both reports.
 
     A row regresses when its p50 grew, or its img/s fell, by more than ``max_slowdown`` (a fraction); when its

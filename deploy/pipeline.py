@@ -16,10 +16,11 @@ from core.fileio import SetAside, recover_set_aside
 from core.paths import default_run_dir
 from deploy import pipeline_stages as stages
 from deploy.bench import BenchPlan
-from deploy.gate import load_baseline
+from deploy.gate import DEFAULT_MAX_SLOWDOWN, load_baseline
 from deploy.models import TorchModel, checkpoint_model
 from deploy.pipeline_report import PipelineRecord
 from deploy.timing import BenchConfig, Progress
+from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP
 from runtimes.options import RuntimeOptions
 from runtimes.registry import RUNTIME_NAMES, availability, runtime_class
 from trainer.config import TrainConfig
@@ -46,10 +47,11 @@ class PipelineConfig:
     calibration_images: int = 128          # int8 calibration
     task_images: int | None = None         # validation images for task parity; None = all of them
     overwrite: bool = False                # replace an earlier pipeline run in ``out``; otherwise it is refused
-    max_accuracy_drop: float = 0.5         # top-1 points a row may lose vs PyTorch fp32 and still be recommended
-                                           # (deploy/verdict.py); also the gate's allowed top-1 loss vs --baseline
+    # Top-1 points a row may lose vs PyTorch fp32 and still be recommended (deploy/verdict.py); also the gate's
+    # allowed top-1 loss vs --baseline.
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
     baseline: str | None = None            # a bench or pipeline report JSON to gate this run against (deploy/gate.py)
-    max_slowdown: float = 0.05             # the gate: a row more than this much slower (fraction) than the baseline
+    max_slowdown: float = DEFAULT_MAX_SLOWDOWN  # the gate: a row this much slower (fraction) than the baseline fails
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_accuracy_drop) and 0 <= self.max_accuracy_drop <= 100):
