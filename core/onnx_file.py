@@ -61,6 +61,7 @@ class OnnxInfo:
     outputs: tuple[TensorSpec, ...]
     precision: str                     # fp32 | fp16 | int8, from the metadata or the graph
     meta: OnnxMeta | None = None       # the alexnet-deploy metadata, when the exporter wrote it
+    external_data: tuple[str, ...] = ()  # the weight files it references, relative to its folder
 
     @property
     def static_batch(self) -> int | None:
@@ -152,7 +153,11 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
                             "output(s)")
     meta = read_metadata(model, str(path))
     precision = meta.precision if meta else detect_precision(model)
-    return OnnxInfo(path, inputs, outputs, precision, meta)
+    return OnnxInfo(path, inputs, outputs, precision, meta, _external_data(model))
+
+
+def _external_data(model: "onnx.ModelProto") -> tuple[str, ...]:
+    return tuple(sorted({e.value for i in model.graph.initializer for e in i.external_data if e.key == "location"}))
 
 
 def _spec(value) -> TensorSpec:
@@ -172,11 +177,11 @@ def detect_precision(model: "onnx.ModelProto") -> str:
     return "fp32"
 
 
-def model_sha256(path: str | os.PathLike) -> str:
-    """sha256 over the ONNX file and every external-data file it references, so new weights give a new hash."""
+def model_sha256(path: str | os.PathLike, external_data: tuple[str, ...] | None = None) -> str:
+    """sha256 over the ONNX file and every external-data file it references, so new weights give a new hash.
+    ``external_data``: those files as :func:`read_onnx_info` found them (saves parsing the graph again)."""
     path = Path(path)
-    model = _load(path)
-    locations = sorted({e.value for i in model.graph.initializer for e in i.external_data if e.key == "location"})
+    locations = _external_data(_load(path)) if external_data is None else external_data
     digest = hashlib.sha256()
     update_digest(digest, path)
     for location in locations:

@@ -91,8 +91,8 @@ class TensorRTRuntime(Runtime):
         props = torch.cuda.get_device_properties(self._torch_device)
         capability = f"{props.major}.{props.minor}"
         flags = {"tf32": self._tf32, "workspace_bytes": self._workspace, "optimization_level": self._opt_level}
-        manifest = engine_manifest(model_sha256(self.path), trt.__version__, props.name, capability, self._profiles,
-                                   flags)
+        manifest = engine_manifest(model_sha256(self.path, info.external_data), trt.__version__, props.name,
+                                   capability, self._profiles, flags)
         cache_dir = Path(self._cache_dir) if self._cache_dir else default_engine_cache()
         start = time.perf_counter()
         engine, source = self._engine_from_cache(trt, cache_dir, manifest)
