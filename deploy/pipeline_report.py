@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.contract import PRECISIONS
 from core.environment import describe_environment
-from deploy.render import gate_markdown, ms, pct, verdict_lines
+from deploy.render import fixed_width, gate_markdown, ms, pct, verdict_lines
 from deploy.reports import BenchResult, json_safe
 from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP, recommend
 from runtimes.registry import RUNTIME_NAMES
@@ -137,9 +137,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 def render_text(report: dict[str, Any]) -> str:
     """The results table (fixed width) and every failure and skip, for the terminal."""
     rows = [list(_HEADER)] + [_cells(r) for r in report["rows"]]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
-    lines = ["  ".join(c.ljust(w) if i < 3 or i == 7 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in rows] if report["rows"] else ["(no results)"]
+    lines = fixed_width(rows, {0, 1, 2, 7}) if report["rows"] else ["(no results)"]
     lines += [f"skipped {n}: {v['reason']}" for n, v in report["runtimes"].items() if v["status"] == "skipped"]
     lines += [f"skipped {s['runtime']} {s['precision']}: {s['reason']}" for s in report["skipped"]]
     lines += ["", "Recommendation:"] + verdict_lines(report["recommendation"], "  ", markdown=False)

@@ -52,13 +52,19 @@ def _details(report: BenchReport, bullet: str) -> list[str]:
     return lines
 
 
+def fixed_width(rows: list[list[str]], left: set[int]) -> list[str]:
+    """Terminal table lines: columns padded to their widest cell, those in ``left`` left-aligned (text), the others
+    right-aligned (numbers)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            for row in rows]
+
+
 def render_text(report: BenchReport) -> str:
     """A fixed-width table plus cold start, parity, skips, errors and warnings."""
     ref = report.reference
     rows = [_header(report)] + [_row(r) for r in report.results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    table = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    table = fixed_width(rows, {0, 1})
     head = [f"Model: {report.model} ({report.precision})",
             f"Environment: {describe_environment(report.environment)}",
             f"Reference: {ref.get('name')} on {ref.get('device')} ({ref.get('precision')}) — {ref.get('source')}", ""]
@@ -214,8 +220,7 @@ def _gate_summary(gate: dict) -> list[str]:
 def gate_text(gate: dict) -> str:
     """The gate for the terminal: a summary, every compared row (regressions in capitals), then each row's why."""
     rows = [list(_GATE_COLUMNS)] + [_gate_cells(r) for r in gate["rows"]]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_GATE_COLUMNS))]
-    table = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows] if gate["rows"] else []
+    table = fixed_width(rows, set(range(len(_GATE_COLUMNS)))) if gate["rows"] else []
     why = [f"  {r['status']} {r['label']}: {'; '.join(r['reasons'])}"
            for r in gate["rows"] if r["reasons"]]
     return "\n".join(_gate_summary(gate) + table + why)
