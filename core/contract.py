@@ -1,6 +1,7 @@
 """The model contract every package agrees on: input shape, tensor names, precisions, LRN forms, batch bound."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,3 +32,22 @@ class TensorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def is_finite_number(value: Any) -> bool:
+    """A real int or float (a bool is not one), neither NaN nor infinite: what every number read from a file must be."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def preprocessing_problem(class_names: Any, mean: Any, std: Any) -> str | None:
+    """What is wrong with a model's class names and input normalisation as read from a file (checkpoint or ONNX
+    metadata), or None: non-empty names, 3 finite means, 3 positive finite standard deviations."""
+    if (not isinstance(class_names, list) or not class_names
+            or not all(isinstance(c, str) and c.strip() for c in class_names)):
+        return f"class_names must be a non-empty list of non-empty names, got {str(class_names)[:80]}"
+    for key, value in (("mean", mean), ("std", std)):
+        if (not isinstance(value, list) or len(value) != 3 or not all(is_finite_number(v) for v in value)
+                or key == "std" and min(value) <= 0):
+            rule = "3 positive finite numbers" if key == "std" else "3 finite numbers"
+            return f"{key} must be {rule} (R, G, B), got {str(value)[:80]}"
+    return None

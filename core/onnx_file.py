@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.contract import EXPORT_PRECISIONS, TensorSpec
+from core.contract import EXPORT_PRECISIONS, TensorSpec, preprocessing_problem
 from core.errors import ToolkitError, first_line
 from core.fileio import update_digest
 
@@ -109,16 +108,9 @@ def read_metadata(source: "str | os.PathLike | onnx.ModelProto", where: str | No
 
 
 def _validate(props: dict[str, Any], where: str) -> None:
-    names = props.get("class_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
-        raise OnnxFileError(f"{where}: class_names must be a non-empty list of non-empty strings, got {names!r:.80}")
-    for key in ("mean", "std"):
-        value = props.get(key)
-        if (not isinstance(value, list) or len(value) != 3
-                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)):
-            raise OnnxFileError(f"{where}: {key} must be 3 finite numbers (R, G, B), got {value!r:.80}")
-    if any(v <= 0 for v in props["std"]):
-        raise OnnxFileError(f"{where}: std must be positive, got {props['std']}")
+    problem = preprocessing_problem(props.get("class_names"), props.get("mean"), props.get("std"))
+    if problem:
+        raise OnnxFileError(f"{where}: {problem}")
     if props.get("precision") not in EXPORT_PRECISIONS:
         raise OnnxFileError(f"{where}: precision {props.get('precision')!r}; expected one of "
                             f"{', '.join(EXPORT_PRECISIONS)}")

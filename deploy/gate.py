@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from core.contract import is_finite_number
 from core.errors import UsageError
 from deploy.pipeline_report import FORMAT as PIPELINE_FORMAT, FORMAT_VERSION as PIPELINE_FORMAT_VERSION
 from deploy.reports import FORMAT as BENCH_FORMAT, FORMAT_VERSION as BENCH_FORMAT_VERSION
@@ -154,8 +155,7 @@ def rows(report: Mapping[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]
 
 def _number(value: Any) -> float | None:
     """A finite number, or None (reports write inf and nan as strings: they compare as nothing)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
+    return float(value) if is_finite_number(value) else None
 
 
 def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], max_slowdown: float = DEFAULT_MAX_SLOWDOWN,

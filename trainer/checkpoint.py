@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import pickle
 import platform
@@ -23,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from core.contract import INPUT_SHAPE
+from core.contract import INPUT_SHAPE, is_finite_number, preprocessing_problem
 from core.errors import first_line
 from core.fileio import atomic_path, write_json_atomic, write_text_atomic
 from trainer.errors import CheckpointError
@@ -150,23 +149,14 @@ def _check_meta(weights: Path, meta: dict[str, Any]) -> None:
     n, names = meta["num_classes"], meta["class_names"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise CheckpointError(f"{weights}: num_classes must be a positive integer, got {n!r}")
-    if not isinstance(names, list) or not all(isinstance(c, str) and c.strip() for c in names):
-        raise CheckpointError(f"{weights}: class_names must be a list of non-empty names, got {str(names)[:80]}")
+    problem = preprocessing_problem(names, meta["mean"], meta["std"])
+    if problem:
+        raise CheckpointError(f"{weights}: {problem}")
     if len(names) != n:
         raise CheckpointError(f"{weights}: {len(names)} class names for {n} classes")
-    for key in ("mean", "std"):
-        value = meta[key]
-        if (not isinstance(value, list) or len(value) != 3 or not all(_finite(v) for v in value)
-                or key == "std" and min(value) <= 0):
-            rule = "3 positive finite numbers" if key == "std" else "3 finite numbers"
-            raise CheckpointError(f"{weights}: {key} must be {rule} (R, G, B), got {value!r}")
     dropout = meta.get("dropout", 0.5)
-    if not _finite(dropout) or not 0 <= dropout < 1:
+    if not is_finite_number(dropout) or not 0 <= dropout < 1:
         raise CheckpointError(f"{weights}: dropout must be a number in [0, 1), got {dropout!r}")
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _read_meta(weights: Path, header: dict[str, str]) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """TrainConfig: every training setting with its default, one field per CLI option (``--batch-size`` ↔ batch_size)."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from core.contract import is_finite_number
 from core.errors import UsageError
 from trainer.data import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
 
@@ -140,7 +140,7 @@ class TrainConfig:
 def _check_range(option: str, value: Any, low: float, high: float, closed: bool | str) -> None:
     """``low <= value <= high`` and finite; ``closed`` False excludes both ends, "max_open" the top, "max_closed" the
     bottom (a zoom, a std of 0 makes no sense)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = is_finite_number(value)
     if ok:
         above = value > low if closed in (False, "max_closed") else value >= low
         below = value < high if closed in (False, "max_open") else value <= high
