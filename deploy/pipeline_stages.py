@@ -14,6 +14,7 @@ from deploy.bench import BenchPlan, run_bench, with_precision
 from deploy.gate import compare
 from deploy.models import TorchModel
 from deploy.pipeline_report import PipelineRecord, render_markdown
+from deploy.reports import json_safe
 from deploy.timing import Progress
 from runtimes.options import RuntimeOptions
 from trainer.config import TrainConfig
@@ -249,10 +250,11 @@ def finish(record: PipelineRecord, started: float) -> Path:
 def _write_report(record: PipelineRecord, report_dir: Path, started: float) -> None:
     record.timings_s.pop("total", None)  # re-added last, so the table ends with it
     record.timings_s["total"] = time.perf_counter() - started
-    if record.baseline is not None:  # judged on every write: the report on disk always holds the current verdict
-        record.gate = compare(record.baseline, record.to_dict(), record.settings["max_slowdown"],
-                              record.settings["max_accuracy_drop"]).to_dict()
     report = record.to_dict()
+    if record.baseline is not None:  # judged on every write: the report on disk always holds the current verdict
+        record.gate = compare(record.baseline, report, record.settings["max_slowdown"],
+                              record.settings["max_accuracy_drop"]).to_dict()
+        report["gate"] = json_safe(record.gate)  # as to_dict() writes it
     write_json_atomic(report_dir / "report.json", report)
     write_text_atomic(report_dir / "report.md", render_markdown(report))
 
@@ -265,14 +267,14 @@ def _plots(record: PipelineRecord, report_dir: Path) -> None:
     if t.get("history"):
         jobs["training"] = lambda p: plots.plot_training(p, t["history"], t["best_epoch"], t["early_stopped"],
                                                          t["lr_changes"])
+    report = record.to_dict()  # its rows and recommendation
     if record.results:
         batch = min(r.batch_size for r in record.results)
         samples = {f"{r.runtime} {r.precision}": r.samples_ms for r in record.results
                    if r.batch_size == batch and r.samples_ms}
         jobs["latency"] = lambda p: plots.plot_latency(p, samples, batch)
-        jobs["throughput"] = lambda p: plots.plot_throughput(p, record.rows())
-    if any(r["top1_accuracy"] is not None for r in record.rows()):
-        report = record.to_dict()
+        jobs["throughput"] = lambda p: plots.plot_throughput(p, report["rows"])
+    if any(r["top1_accuracy"] is not None for r in report["rows"]):
         jobs["choice"] = lambda p: plots.plot_choice(p, report["rows"], report["recommendation"])
     for name, plot in jobs.items():
         path = report_dir / f"{name}.png"
