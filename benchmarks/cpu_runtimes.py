@@ -5,7 +5,7 @@ this machine's fp32 / bf16 / int8 GEMM ceilings measured in the same run.
 
 Exports fp32 and int8 files (LRN as a banded conv and as one LRN node) to a temp folder (``--out`` keeps them) from a
 random-init 1000-class AlexNet unless ``--checkpoint``. Each round times every (file, runtime, precision) through the
-toolkit's adapters and ``deploy.timing.measure`` (one synchronous call per iteration), each followed by
+toolkit's adapters and ``deploy.bench.timing.measure`` (one synchronous call per iteration), each followed by
 ``benchmark_app`` on the same file, batch and precision, then the ceilings: 4096^3 GEMMs (ORT MLAS / torch /
 OpenVINO f32; torch / OpenVINO bf16; ORT MatMulInteger / OpenVINO FakeQuantize+MatMul int8) and, for comparison,
 AlexNet's conv3 (3x3, 384 -> 384, 13x13, batch 32) on OpenVINO; a precision's ceiling is its fastest GEMM, in img/s
@@ -145,7 +145,7 @@ def _time_round(runtimes: dict, files: dict[str, Path], feeds: dict, args: argpa
                 samples: dict) -> None:
     """One round at one batch size: each adapter cell, each followed by benchmark_app on the same file, batch and
     precision (so a ratio's two sides see the same machine)."""
-    from deploy.timing import BenchConfig, measure
+    from deploy.bench.timing import BenchConfig, measure
 
     batch = len(feeds["input"])
     config = BenchConfig(warmup_iters=2, duration_s=args.duration, min_iterations=3)

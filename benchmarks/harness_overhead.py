@@ -97,7 +97,7 @@ def micro_model(path: Path) -> Path:
 
 def harness_overhead(onnx_path: Path, batch: int, rounds: int, iters: int) -> dict:
     """Interleave the harness and a bare loop on one session; compare medians of all per-call times."""
-    from deploy.timing import BenchConfig, measure
+    from deploy.bench.timing import BenchConfig, measure
     from runtimes.ort_runtime import OrtRuntime
 
     x = np.random.default_rng(0).standard_normal((batch, 3, 227, 227), dtype=np.float32)

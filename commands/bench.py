@@ -72,11 +72,11 @@ def bench(ctx: click.Context, model: Path, runtimes: tuple[str, ...], precision:
     interrupted (the partial report is still printed and written).
     """
     from core.fileio import check_not_an_input, check_writable
-    from deploy.bench import BenchPlan, run_bench
+    from deploy.bench.bench import BenchPlan, run_bench
     from deploy.progress import progress_for
-    from deploy.gate import compare, load_baseline
-    from deploy.render import gate_failure, gate_markdown, gate_text, render_markdown, render_text
-    from deploy.timing import BenchConfig
+    from deploy.bench.gate import compare, load_baseline
+    from deploy.bench.render import gate_failure, gate_markdown, gate_text, render_markdown, render_text
+    from deploy.bench.timing import BenchConfig
 
     if opts["iterations"] is not None and opts["duration"] is not None:
         raise click.BadParameter("give --iterations or --duration, not both", param_hint="--iterations")

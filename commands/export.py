@@ -65,8 +65,8 @@ def export(obj: dict, run: Path, output: Path | None, precision: str, opset: int
         check_not_an_input(json_path, {**checkpoint_files(run), "the ONNX output": output}, "--json")
         check_writable(json_path, "--json")
     if triton_repo is not None:  # refuse an occupied model folder now, not after a minute of export
-        from deploy.triton import check_free
-        from deploy.triton_config import model_name
+        from deploy.triton.repository import check_free
+        from deploy.triton.config import model_name
 
         check_free(triton_repo, [model_name(triton_name, precision)])
     progress = (lambda text: click.echo(f"[export] {text}", err=True)) if obj["progress"] else None

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from core.contract import MAX_BATCH
-from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP  # a constant of a light module (no adapter, no torch)
+from deploy.bench.verdict import DEFAULT_MAX_ACCURACY_DROP  # a constant of a light module (no adapter, no torch)
 from runtimes.registry import RUNTIME_NAMES  # names only: the adapters are imported on first use
 
 
@@ -91,7 +91,7 @@ MISMATCH_OPTION = click.option(
 
 def _slowdown(ctx: click.Context, param: click.Parameter, value: str) -> float:
     from core.errors import UsageError
-    from deploy.gate import parse_slowdown
+    from deploy.bench.gate import parse_slowdown
 
     try:
         return parse_slowdown(value)

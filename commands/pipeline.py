@@ -72,11 +72,11 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
     bad usage (including a --baseline that is not a bench/pipeline report), 3 none of the requested runtimes can run
     here, 130 interrupted (the report holds what finished).
     """
-    from deploy.pipeline import PipelineConfig, PipelineProgress, run_pipeline
-    from deploy.pipeline_report import render_text
-    from deploy.render import gate_failure, gate_text
+    from deploy.pipeline.pipeline import PipelineConfig, PipelineProgress, run_pipeline
+    from deploy.pipeline.report import render_text
+    from deploy.bench.render import gate_failure, gate_text
     from deploy.progress import progress_for
-    from deploy.timing import BenchConfig
+    from deploy.bench.timing import BenchConfig
 
     if checkpoint is not None and (ignored := _ignored_train_options(ctx)):
         click.echo(f"Warning: --checkpoint skips training; ignoring {', '.join(ignored)}.", err=True)

@@ -49,7 +49,7 @@ def predict(ctx: click.Context, model: Path, images: tuple[Path, ...], runtime: 
     Exit codes: 0 all predicted, 1 any input failed (or a bad model), 2 bad usage, 3 runtime unavailable,
     130 interrupted (what was predicted so far is still printed).
     """
-    from deploy.predict import (expand_inputs, make_predict_runtime, open_model, predict_images, table_header,
+    from deploy.predict.predict import (expand_inputs, make_predict_runtime, open_model, predict_images, table_header,
                                 table_rows)
     from runtimes.options import RuntimeOptions
 

@@ -10,8 +10,8 @@ def write_triton(model: Path, repo: Path, plan: Path | None = None, engine_cache
                  no_plan: bool = False, **options) -> None:
     """Write the repository (also used by ``export --triton-repo``) and print what it holds."""
     from deploy.render import triton_summary
-    from deploy.triton import find_plan, write_triton_repository
-    from deploy.triton_config import TritonOptions
+    from deploy.triton.repository import find_plan, write_triton_repository
+    from deploy.triton.config import TritonOptions
 
     engine, note = (None, None) if no_plan else find_plan(model, plan, engine_cache)
     if note:

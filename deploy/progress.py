@@ -1,9 +1,25 @@
-"""Progress bars (tqdm, on stderr) for the bench's timed loops: the CLI passes one in; the library default is silent."""
+"""Progress hooks for long work (timed loops, stages) and their tqdm bars on stderr: the CLI passes bars in; the
+library default is silent."""
 from __future__ import annotations
 
 import sys
 
-from deploy.timing import Progress
+
+
+class Progress:
+    """Hooks for a progress display (the CLI draws bars); every method is a no-op here."""
+
+    def stage(self, text: str) -> None:
+        """A step without a measurable length (loading, parity...)."""
+
+    def start(self, label: str, iterations: int | None, duration_s: float | None) -> None:
+        """A timed loop begins: exactly one of ``iterations`` / ``duration_s`` is set."""
+
+    def step(self, done: int, elapsed_s: float) -> None:
+        """After each timed iteration (outside the timed region)."""
+
+    def end(self) -> None:
+        """The timed loop ended (also after an interruption)."""
 
 
 class BarProgress(Progress):

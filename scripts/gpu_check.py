@@ -179,8 +179,8 @@ def probe() -> None:
 
 def bench(work: str, out_json: str, duration: float, checkpoint: str | None = None) -> None:
     """Export fp32 and fp16 in both LRN forms, bench each file on the runtimes that prefer its form."""
-    from deploy.bench import BenchPlan, run_bench
-    from deploy.timing import BenchConfig
+    from deploy.bench.bench import BenchPlan, run_bench
+    from deploy.bench.timing import BenchConfig
     from export.exporter import export_onnx
     from export.spec import ExportSpec
     from runtimes.options import RuntimeOptions

@@ -50,6 +50,40 @@ def test_imports_flow_one_way(module):
     assert not wrong, f"{module} imports {wrong}; {package}/ may import only {sorted(ALLOWED[package])}"
 
 
+# Inside deploy/: the sub-packages (use cases) may import the shared top-level modules and the rooms listed here; the
+# top-level modules import no sub-package. ``_room`` names a deploy module's room ("" = top level).
+DEPLOY_ALLOWED = {
+    "": set(),
+    "bench": set(),
+    "predict": set(),
+    "triton": set(),
+    "pipeline": {"bench", "predict", "triton"},
+}
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "deploy" or len(parts) == 1:
+        return None
+    return parts[1] if (ROOT / "deploy" / parts[1]).is_dir() else ""
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _room(m) is not None))
+def test_deploy_rooms_import_one_way(module):
+    room = _room(module)
+    assert room in DEPLOY_ALLOWED, f"deploy/{room}/ is a new sub-package: add it to DEPLOY_ALLOWED"
+    wrong = sorted(d for d in GRAPH[module]
+                   if _room(d) not in (None, "", room) and _room(d) not in DEPLOY_ALLOWED[room])
+    assert not wrong, f"{module} imports {wrong}; deploy/{room or '.'} may import only {sorted(DEPLOY_ALLOWED[room])}"
+
+
+def test_every_deploy_room_has_a_docstring():
+    rooms = [p for p in (ROOT / "deploy").iterdir() if p.is_dir() and p.name != "__pycache__"]
+    for folder in [ROOT / "deploy", *rooms]:
+        init = folder / "__init__.py"
+        assert init.exists() and ast.get_docstring(ast.parse(init.read_text())), f"{folder} needs a package docstring"
+
+
 def test_runtimes_holds_adapters_only():
     jobs = ("pipeline", "predict", "plot", "report", "task_parity", "suite", "render", "bench", "gate", "verdict")
     strays = [p.name for p in (ROOT / "runtimes").glob("*.py") if any(job in p.stem for job in jobs)]
@@ -80,8 +114,8 @@ def test_the_cli_and_the_regression_gate_load_without_the_heavy_libraries():
     import subprocess
     import sys
 
-    code = ("import sys, cli, deploy.gate, deploy.bench; "
-            "deploy.gate.parse_slowdown('5%'); "
+    code = ("import sys, cli, deploy.bench.gate, deploy.bench.bench; "
+            "deploy.bench.gate.parse_slowdown('5%'); "
             "print(sorted(m for m in ('torch', 'torchvision', 'matplotlib', 'openvino') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False)

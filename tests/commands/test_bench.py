@@ -114,7 +114,7 @@ def test_parity_miss_exits_nonzero_after_the_report(perturbed_onnx, tmp_path):
 
 
 def test_ctrl_c_prints_partial_results_and_exits_130(tiny_onnx, tmp_path, monkeypatch):
-    from deploy.timing import Progress
+    from deploy.progress import Progress
 
     class CtrlC(Progress):
         def step(self, done: int, elapsed_s: float) -> None:

@@ -6,12 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from deploy.timing import BenchConfig, Progress, measure
+from deploy.progress import Progress
+from deploy.bench.timing import BenchConfig, measure
 from runtimes.ort_runtime import OrtRuntime
-from deploy.render import render_markdown, render_text
-from deploy.reports import LatencyStats
+from deploy.bench.render import render_markdown, render_text
+from deploy.bench.reports import LatencyStats
 from core.errors import UsageError
-from deploy.bench import BenchPlan, run_bench
+from deploy.bench.bench import BenchPlan, run_bench
 
 QUICK = BenchConfig(warmup_iters=2, iterations=6)
 LATENCY_KEYS = {"p50", "p90", "p95", "p99", "mean", "min", "max", "std", "cv", "samples"}

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from core.errors import UsageError
-from deploy.gate import BaselineError, check_baseline, compare, load_baseline, parse_slowdown
-from deploy.pipeline_report import FORMAT, FORMAT_VERSION
-from deploy.render import gate_failure, gate_markdown, gate_text
-from deploy.reports import FORMAT as BENCH_FORMAT, FORMAT_VERSION as BENCH_VERSION
+from deploy.bench.gate import BaselineError, check_baseline, compare, load_baseline, parse_slowdown
+from deploy.formats import PIPELINE_FORMAT as FORMAT, PIPELINE_FORMAT_VERSION as FORMAT_VERSION
+from deploy.bench.render import gate_failure, gate_markdown, gate_text
+from deploy.formats import BENCH_FORMAT, BENCH_FORMAT_VERSION as BENCH_VERSION
 
 ENV = {"cpu": {"model": "AMD EPYC", "usable_cores": 2}, "gpu": {"available": False},
        "libraries": {"torch": "2.14.1", "onnxruntime": "1.31.1"}, "threads": {"torch_intra_op": 2,

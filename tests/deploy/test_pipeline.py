@@ -272,8 +272,8 @@ def test_parity_failure_is_recorded_and_exits_1(overflowing_checkpoint, tmp_path
 
 def test_ctrl_c_writes_the_report_with_what_finished(e2e, tmp_path):
     """Ctrl-C during the second export: the first export is in the report, the pipeline says it was interrupted."""
-    from deploy.timing import BenchConfig
-    from deploy.pipeline import PipelineConfig, PipelineProgress, run_pipeline
+    from deploy.bench.timing import BenchConfig
+    from deploy.pipeline.pipeline import PipelineConfig, PipelineProgress, run_pipeline
 
     _, first = e2e
 

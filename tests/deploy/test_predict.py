@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 import cli
-from deploy.predict import expand_inputs, softmax
+from deploy.predict.predict import expand_inputs, softmax
 from runtimes.registry import RUNTIME_NAMES, availability
 
 pytest.importorskip("onnx")
@@ -259,7 +259,7 @@ def test_cuda_runtime_predicts_like_the_cpu(tiny):
 
 
 def test_table_never_rounds_a_probability_to_0_or_100_percent():
-    from deploy.predict import ClassScore, ImageResult, table_header, table_rows
+    from deploy.predict.predict import ClassScore, ImageResult, table_header, table_rows
 
     scores = (ClassScore("cat", 0, 0.999999), ClassScore("dog", 1, 1e-6), ClassScore("fox", 2, 0.0))
     result = ImageResult("a.jpg", scores)

@@ -16,8 +16,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 import cli
 from core.onnx_file import OnnxMeta, write_metadata
 from core.contract import MAX_BATCH
-from deploy.triton import write_triton_repository
-from deploy.triton_config import PlanFile, TritonError, TritonOptions
+from deploy.triton.repository import write_triton_repository
+from deploy.triton.config import PlanFile, TritonError, TritonOptions
 from runtimes.trt_engine import BatchProfile, engine_manifest, find_engines, store_engine
 from core.fileio import sha256_file
 

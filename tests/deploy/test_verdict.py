@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.pipeline_report import PipelineRecord, render_markdown
-from deploy.verdict import recommend
+from deploy.pipeline.report import PipelineRecord, render_markdown
+from deploy.bench.verdict import recommend
 
 FIELDS = {"objective", "runtime", "precision", "batch_size", "model", "sha256", "value", "unit",
           "speedup_vs_torch_fp32", "accuracy_delta_points", "runner_up"}

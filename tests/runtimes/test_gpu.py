@@ -8,7 +8,7 @@ import torch
 
 from runtimes.parity import compare_outputs
 from export.spec import tolerance_for
-from deploy.timing import BenchConfig, measure
+from deploy.bench.timing import BenchConfig, measure
 from runtimes.errors import InputMismatchError, RuntimeLoadError
 from runtimes.torch_runtime import TorchRuntime
 
@@ -121,7 +121,7 @@ def test_tensorrt_alexnet_fp32_parity_and_device_time(alexnet_run, engine_cache)
 
 
 def test_bench_on_gpu(alexnet_run, engine_cache):
-    from deploy.bench import BenchPlan, run_bench
+    from deploy.bench.bench import BenchPlan, run_bench
     from runtimes.options import RuntimeOptions
 
     config = BenchPlan(runtimes=("torch", "onnxruntime-cuda", "tensorrt"), batch_sizes=(1, 8),

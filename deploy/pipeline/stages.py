@@ -10,12 +10,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 from core.errors import ToolkitError
 from core.fileio import SetAside, sha256_file, write_json_atomic, write_text_atomic
-from deploy.bench import BenchPlan, run_bench, with_precision
-from deploy.gate import compare
+from deploy.bench.bench import BenchPlan, run_bench, with_precision
+from deploy.bench.gate import compare
 from deploy.models import TorchModel
-from deploy.pipeline_report import PipelineRecord, render_markdown
-from deploy.reports import json_safe
-from deploy.timing import Progress
+from deploy.pipeline.report import PipelineRecord, render_markdown
+from deploy.bench.reports import json_safe
+from deploy.progress import Progress
 from runtimes.options import RuntimeOptions
 from trainer.config import TrainConfig
 
@@ -260,7 +260,7 @@ def _write_report(record: PipelineRecord, report_dir: Path, started: float) -> N
 
 
 def _plots(record: PipelineRecord, report_dir: Path) -> None:
-    from deploy import plots
+    from deploy.pipeline import plots
 
     t = record.training
     jobs: dict[str, Callable[[Path], None]] = {}

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.triton_config import (LABELS_NAME, PlanFile, TritonConfig, TritonError, TritonOptions, onnx_config,
+from deploy.triton.config import (LABELS_NAME, PlanFile, TritonConfig, TritonError, TritonOptions, onnx_config,
                                   openvino_config, plan_config)
 from core.fileio import sha256_file
 

@@ -14,13 +14,14 @@ from core.contract import PRECISIONS
 from core.errors import UsageError
 from core.fileio import SetAside, recover_set_aside
 from core.paths import default_run_dir
-from deploy import pipeline_stages as stages
-from deploy.bench import BenchPlan
-from deploy.gate import DEFAULT_MAX_SLOWDOWN, load_baseline
+from deploy.pipeline import stages
+from deploy.bench.bench import BenchPlan
+from deploy.bench.gate import DEFAULT_MAX_SLOWDOWN, load_baseline
 from deploy.models import TorchModel, checkpoint_model
-from deploy.pipeline_report import PipelineRecord
-from deploy.timing import BenchConfig, Progress
-from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP
+from deploy.pipeline.report import PipelineRecord
+from deploy.progress import Progress
+from deploy.bench.timing import BenchConfig
+from deploy.bench.verdict import DEFAULT_MAX_ACCURACY_DROP
 from runtimes.options import RuntimeOptions
 from runtimes.registry import RUNTIME_NAMES, availability, runtime_class
 from trainer.config import TrainConfig

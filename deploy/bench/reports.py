@@ -7,10 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from deploy.formats import BENCH_FORMAT, BENCH_FORMAT_VERSION
 from runtimes.parity import ParityReport
 
-FORMAT = "alexnet-deploy/bench-report"   # what a bench JSON is, so a --baseline can be recognized
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({
-            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "format": BENCH_FORMAT, "format_version": BENCH_FORMAT_VERSION,
             "model": self.model, "precision": self.precision, "environment": self.environment,
             "reference": self.reference, "ratio_baseline": self.ratio_baseline,
             "results": [r.to_dict() for r in self.results],

@@ -8,20 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 from core.contract import PRECISIONS
 from core.environment import describe_environment
-from deploy.render import fixed_width, gate_markdown, ms, pct, verdict_lines
-from deploy.reports import BenchResult, json_safe
-from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP, recommend
+from deploy.bench.render import gate_markdown, verdict_lines
+from deploy.formats import PIPELINE_FORMAT, PIPELINE_FORMAT_VERSION
+from deploy.render import fixed_width, ms, pct
+from deploy.bench.reports import BenchResult, json_safe
+from deploy.bench.verdict import DEFAULT_MAX_ACCURACY_DROP, recommend
 from runtimes.registry import RUNTIME_NAMES
 
-if TYPE_CHECKING:  # task_parity pulls in torch and torchvision: the gate reads FORMAT from here without them
+if TYPE_CHECKING:  # task_parity pulls in torch and torchvision
     from deploy.task_parity import TaskParity
 
 log = logging.getLogger(__name__)
 
-FORMAT = "alexnet-deploy/pipeline-report"
-# 2: rows name their file (model), skipped runtime × precision pairs; 3: rows carry their latency CV, the report a
-# recommendation and (with --baseline) a gate
-FORMAT_VERSION = 3
 
 
 @dataclass
@@ -90,7 +88,8 @@ class PipelineRecord:
 
     def to_dict(self) -> dict[str, Any]:
         report = json_safe({
-            "format": FORMAT, "format_version": FORMAT_VERSION, "status": self.status, "out": str(self.out),
+            "format": PIPELINE_FORMAT, "format_version": PIPELINE_FORMAT_VERSION, "status": self.status,
+            "out": str(self.out),
             "failures": self.failures, "interrupted_during": self.stage if self.interrupted else None,
             "settings": self.settings, "environment": self.environment, "training": self.training,
             "artifacts": self.artifacts, "exports": self.exports, "runtimes": self.runtimes,

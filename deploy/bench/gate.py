@@ -12,9 +12,8 @@ from typing import Any, Mapping
 
 from core.contract import is_finite_number
 from core.errors import UsageError
-from deploy.pipeline_report import FORMAT as PIPELINE_FORMAT, FORMAT_VERSION as PIPELINE_FORMAT_VERSION
-from deploy.reports import FORMAT as BENCH_FORMAT, FORMAT_VERSION as BENCH_FORMAT_VERSION
-from deploy.verdict import DEFAULT_MAX_ACCURACY_DROP
+from deploy.formats import BENCH_FORMAT, BENCH_FORMAT_VERSION, PIPELINE_FORMAT, PIPELINE_FORMAT_VERSION
+from deploy.bench.verdict import DEFAULT_MAX_ACCURACY_DROP
 
 _VERSIONS = {BENCH_FORMAT: BENCH_FORMAT_VERSION, PIPELINE_FORMAT: PIPELINE_FORMAT_VERSION}
 DEFAULT_MAX_SLOWDOWN = 0.05        # 5 % slower p50 (or 5 % less img/s) than the baseline fails a row

@@ -16,8 +16,9 @@ from core.host import allocator_tuned, torch_threads
 from core.onnx_file import OnnxInfo, read_onnx_info
 from deploy.inputs import infer_in_chunks, make_feeds, random_batch, real_images
 from deploy.models import TorchModel, make_runtime, reference_model, reference_runtime
-from deploy.reports import BenchReport, BenchResult, ColdStart, LatencyStats, RuntimeParity
-from deploy.timing import BenchConfig, Measurement, Progress, measure
+from deploy.bench.reports import BenchReport, BenchResult, ColdStart, LatencyStats, RuntimeParity
+from deploy.progress import Progress
+from deploy.bench.timing import BenchConfig, Measurement, measure
 from export.spec import tolerance_for
 from runtimes.base import Runtime
 from runtimes.errors import RuntimeUnavailableError

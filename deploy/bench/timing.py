@@ -8,6 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from core.errors import UsageError
+from deploy.progress import Progress
 from runtimes.base import Runtime
 
 MAX_SECONDS = 3600.0         # per runtime and batch size: beyond an hour it is a typo, not a benchmark
@@ -37,20 +38,6 @@ class BenchConfig:
                              f"{self.duration_s}")
 
 
-class Progress:
-    """Hooks for a progress display (the CLI draws bars); every method is a no-op here."""
-
-    def stage(self, text: str) -> None:
-        """A step without a measurable length (loading, parity...)."""
-
-    def start(self, label: str, iterations: int | None, duration_s: float | None) -> None:
-        """A timed loop begins: exactly one of ``iterations`` / ``duration_s`` is set."""
-
-    def step(self, done: int, elapsed_s: float) -> None:
-        """After each timed iteration (outside the timed region)."""
-
-    def end(self) -> None:
-        """The timed loop ended (also after an interruption)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,177 @@
+"""Text and Markdown renderings of a BenchReport, the deployment verdict and the regression gate (strings only)."""
+from __future__ import annotations
+
+from core.environment import describe_environment
+from deploy.bench.reports import BenchReport, BenchResult
+from deploy.render import fixed_width, ms, pct
+
+_COLUMNS = ("runtime", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "device p50 ms", "img/s",
+            "vs {base}", "CV", "parity")
+
+
+def _row(r: BenchResult) -> list[str]:
+    lat, dev = r.latency_ms, r.device_latency_ms
+    parity = "-" if r.parity is None else "PASS" if r.parity.passed else "FAIL"
+    return [r.runtime + (" (partial)" if r.interrupted else ""), r.precision, str(r.batch_size),
+            ms(lat and lat.p50), ms(lat and lat.p90), ms(lat and lat.p99), ms(lat and lat.mean),
+            ms(dev and dev.p50), f"{r.throughput:.1f}", "-" if r.vs_reference is None else f"{r.vs_reference:.2f}x",
+            "-" if lat is None else f"{lat.cv:.1%}" + ("!" if r.warnings and "unstable" in r.warnings[0] else ""),
+            parity]
+
+
+def _header(report: BenchReport) -> list[str]:
+    return [c.format(base=report.ratio_baseline or "reference") for c in _COLUMNS]
+
+
+def _details(report: BenchReport, bullet: str) -> list[str]:
+    lines = []
+    for name, cold in report.cold_start.items():
+        extra = ", ".join(f"{k} {v}" for k, v in cold.details.items() if k != "engine_path")
+        lines.append(f"{bullet}cold start {name}: load {cold.load_ms:.0f} ms, first inference "
+                     f"{cold.first_inference_ms:.1f} ms (batch {cold.batch_size}){', ' + extra if extra else ''}")
+    for parity in report.parity.values():
+        for check in parity.checks:
+            lines.append(f"{bullet}parity {check} [{parity.note}]")
+            for out in check.outputs:
+                lines.extend(f"{bullet}  {out.name}: {f}" for f in out.failures)
+    lines += [f"{bullet}skipped {n}: {why}" for n, why in report.skipped.items()]
+    lines += [f"{bullet}ERROR {n}: {msg}" for n, msg in report.errors.items()]
+    lines += [f"{bullet}warning {r.runtime} b{r.batch_size}: {w}" for r in report.results for w in r.warnings]
+    lines += [f"{bullet}note: {n}" for n in report.notes]
+    return lines
+
+
+def render_text(report: BenchReport) -> str:
+    """A fixed-width table plus cold start, parity, skips, errors and warnings."""
+    ref = report.reference
+    rows = [_header(report)] + [_row(r) for r in report.results]
+    table = fixed_width(rows, {0, 1})
+    head = [f"Model: {report.model} ({report.precision})",
+            f"Environment: {describe_environment(report.environment)}",
+            f"Reference: {ref.get('name')} on {ref.get('device')} ({ref.get('precision')}) — {ref.get('source')}", ""]
+    tail = [""] + _details(report, "  ")
+    if report.interrupted:
+        tail.append("Interrupted: the table holds what was measured before Ctrl-C.")
+    return "\n".join(head + (table if report.results else ["(no results)"]) + tail)
+
+
+def render_markdown(report: BenchReport) -> str:
+    """The same content as a Markdown document."""
+    ref = report.reference
+    header = _header(report)
+    lines = [f"# Bench: `{report.model}` ({report.precision})", "",
+             f"- Environment: {describe_environment(report.environment)}",
+             f"- Reference: {ref.get('name')} on {ref.get('device')} ({ref.get('precision')}) — {ref.get('source')}",
+             f"- Result: {'PASS' if report.passed else 'INTERRUPTED' if report.interrupted else 'FAIL'}", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_row(r)) + " |" for r in report.results]
+    lines += ["", "## Details", ""] + _details(report, "- ")
+    return "\n".join(lines) + "\n"
+
+
+def _speedup(value: float | None) -> str:
+    return "unknown (no PyTorch fp32 row)" if value is None else f"{value:.2f}x"
+
+
+def _figure(choice: dict) -> str:
+    return f"{ms(choice['value'])} ms" if choice["unit"] == "ms" else f"{choice['value']:.1f} {choice['unit']}"
+
+
+def _first_clause(reason: str) -> str:
+    """``TensorRT is not installed (No module named ...); install ...`` → ``TensorRT is not installed``: the verdict
+    stays short, the full reason is in the report's skips."""
+    return reason.split(";")[0].split(" (")[0].strip()
+
+
+def verdict_lines(rec: dict, bullet: str = "- ", markdown: bool = True) -> list[str]:
+    """The recommendation (deploy/verdict.py's dict): the pick per objective, what was excluded or not measured.
+    The terminal version (``markdown=False``) leaves out the eligibility rule and what was not measured."""
+    strong = (lambda s: f"**{s}**") if markdown else (lambda s: s)
+    code = (lambda s: f"`{s}`") if markdown else (lambda s: s)
+    lines = []
+    for objective, title in (("latency", "Lowest latency"), ("throughput", "Highest throughput")):
+        c = rec[objective]
+        if c is None:
+            lines.append(f"{bullet}{strong(title)}: nothing to recommend: {rec['unmet'][objective]}.")
+            continue
+        sha = f" (sha256 {code(c['sha256'][:12] + '…')})" if c.get("sha256") else ""
+        model = c["model"].replace("\\", "/").rsplit("/", 1)[-1] if c.get("model") else "-"
+        line = (f"{bullet}{strong(title)} (batch {c['batch_size']}): {strong(c['runtime'] + ' ' + c['precision'])}"
+                f" — {code(model)}{sha}: {_figure(c)}, speedup vs PyTorch fp32 "
+                f"{_speedup(c['speedup_vs_torch_fp32'])}, top-1 {c['accuracy_delta_points']:+.2f} points.")
+        r = c["runner_up"]
+        line += (" No runner-up." if r is None else f" Runner-up: {r['runtime']} {r['precision']} ({_figure(r)}, "
+                 f"{_speedup(r['speedup_vs_torch_fp32'])}, top-1 {r['accuracy_delta_points']:+.2f} points).")
+        lines.append(line)
+    if markdown:
+        lines.append(f"{bullet}Eligible: rows that passed parity and lose at most {rec['max_accuracy_drop_points']:.2f}"
+                     " top-1 points against PyTorch fp32 (--max-accuracy-drop). Ties: " + rec["tie_rule"] + ".")
+    if rec["excluded"]:
+        lines.append(f"{bullet}Not eligible: " + "; ".join(f"{e['runtime']} {e['precision']} — {e['reason']}"
+                                                          for e in rec["excluded"]) + ".")
+    if rec["not_measured"] and markdown:
+        lines.append(f"{bullet}Not measured here: " + "; ".join(
+            f"{n['runtime']}{' ' + n['precision'] if n['precision'] else ''} — {_first_clause(n['reason'])}"
+            for n in rec["not_measured"]) + ". The verdict covers only what ran on this machine.")
+    lines += [f"{bullet}Note: {n}." for n in rec["notes"]]
+    return lines
+
+
+_GATE_COLUMNS = ("runtime", "precision", "batch", "status", "iters base/now", "p50 ms base→now", "img/s base→now",
+                 "CV base/now", "parity base/now", "top-1 base/now")
+
+
+def _gate_cells(r: dict) -> list[str]:
+    def pair(key: str, fmt, sep: str) -> str:
+        return sep.join("-" if v is None else fmt(v) for v in (r[f"baseline_{key}"], r[f"current_{key}"]))
+
+    parity = pair("parity_passed", lambda v: "PASS" if v else "FAIL", "/")
+    return [r["runtime"], r["precision"], str(r["batch_size"]), r["status"].upper(), pair("iterations", str, "/"),
+            pair("p50_ms", ms, "→") + ("" if r["p50_change"] is None else f" ({r['p50_change']:+.1%})"),
+            pair("throughput", lambda v: f"{v:.1f}", "→")
+            + ("" if r["throughput_change"] is None else f" ({r['throughput_change']:+.1%})"),
+            pair("cv", lambda v: f"{v:.1%}", "/"), parity, pair("top1_accuracy", pct, "/")]
+
+
+def _gate_summary(gate: dict) -> list[str]:
+    verdict = "PASS" if gate["passed"] else "FAIL"
+    head = (f"Regression gate: {verdict}: {gate['regressed']} of {gate['compared']} row(s) regressed, "
+            f"{gate['not_judged']} not judged, against the {gate['baseline']} (allowed: {gate['max_slowdown']:.1%} "
+            f"slower, {gate['max_accuracy_drop_points']:.2f} top-1 points)")
+    if not gate["compared"]:
+        head += "; no row in common: nothing was compared"
+    env = gate["environment_changes"]
+    lines = [head, ("Environment differs from the baseline: " + "; ".join(env)) if env else
+             "Environment: same CPU, GPU, library versions and threads as the baseline"]
+    lines += [f"Only in the baseline (not compared): {', '.join(gate['only_in_baseline'])}"] * bool(
+        gate["only_in_baseline"])
+    lines += [f"Only in this run (not compared): {', '.join(gate['only_in_current'])}"] * bool(gate["only_in_current"])
+    return lines
+
+
+def gate_text(gate: dict) -> str:
+    """The gate for the terminal: a summary, every compared row (regressions in capitals), then each row's why."""
+    rows = [list(_GATE_COLUMNS)] + [_gate_cells(r) for r in gate["rows"]]
+    table = fixed_width(rows, set(range(len(_GATE_COLUMNS)))) if gate["rows"] else []
+    why = [f"  {r['status']} {r['label']}: {'; '.join(r['reasons'])}"
+           for r in gate["rows"] if r["reasons"]]
+    return "\n".join(_gate_summary(gate) + table + why)
+
+
+def gate_failure(gate: dict) -> str:
+    """The one error line of a failed gate, naming every regressed row."""
+    return "regression against the baseline: " + ", ".join(
+        r["label"] for r in gate["rows"] if r["status"] == "regressed")
+
+
+def gate_markdown(gate: dict) -> list[str]:
+    """The gate as a Markdown section (report.md, bench --markdown)."""
+    lines = ["", "## Regression gate", ""] + [f"- {line}" for line in _gate_summary(gate)]
+    if gate["rows"]:
+        lines += ["", "| " + " | ".join(_GATE_COLUMNS) + " | why |", "|" + "---|" * (len(_GATE_COLUMNS) + 1)]
+        lines += ["| " + " | ".join(_gate_cells(r) + ["; ".join(r["reasons"]) or "-"]) + " |" for r in gate["rows"]]
+    lines += ["", "A row fails when its p50 grew or its img/s fell by more than the allowed slowdown, its parity "
+              "passed before and fails now, or its top-1 fell by more than the budget. Its timing is not judged when "
+              "either side's coefficient of variation exceeds the allowed slowdown: the noise alone could explain "
+              "the difference."]
+    return lines
