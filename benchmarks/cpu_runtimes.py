@@ -104,10 +104,10 @@ def _run(args: argparse.Namespace, workdir: Path) -> None:
 def _sample(samples: dict, quiet_wait_s: float, key: tuple | None, measure: Callable, *args) -> None:
     """Wait (up to ``quiet_wait_s``) for other processes to leave the CPUs, run ``measure(*args)`` and store its value
     under ``key`` (None: it returns a dict of them) with the share of the CPUs other processes used meanwhile."""
-    from benchmarks.export import _Load, _wait_for_quiet
+    from core.load import LoadWindow, wait_for_quiet
 
-    _wait_for_quiet(quiet_wait_s)
-    with _Load() as load:
+    wait_for_quiet(quiet_wait_s, FOREIGN_LIMIT)
+    with LoadWindow() as load:
         values = measure(*args) if key is None else {key: measure(*args)}
     for name, value in values.items():
         samples[name].append((value, load.foreign))

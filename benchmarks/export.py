@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from core.load import LoadWindow, wait_for_quiet  # noqa: E402  (needs the path above)
 
 CEILING_GFLOPS = 375.0  # best fp32 GEMM ever measured on this 2-core machine type (ORT/MLAS sgemm), docs/performance.md
 FOREIGN_LIMIT = 0.15    # a block with more foreign CPU use than this share is not "clean"
@@ -205,42 +206,6 @@ def _gflop_per_image(num_classes: int) -> float:
     return 2 * macs / 1e9
 
 
-class _Load:
-    """CPU time other processes used during a block: /proc/stat busy time minus this process's own CPU time."""
-
-    def __enter__(self):
-        self.wall, self.busy, self.own = time.perf_counter(), _busy_seconds(), _own_seconds()
-        return self
-
-    def __exit__(self, *exc):
-        wall = time.perf_counter() - self.wall
-        foreign = (_busy_seconds() - self.busy) - (_own_seconds() - self.own)
-        self.foreign = max(0.0, foreign) / (wall * (os.cpu_count() or 1))
-
-
-def _busy_seconds() -> float:
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    # all but idle and iowait; guest time (fields 8, 9) is already counted in user and nice
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    """This process's CPU time and its finished children's (a tool run as a subprocess is not foreign load)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def _wait_for_quiet(limit_s: float) -> None:
-    """Sleep in 0.5 s steps until other processes use < FOREIGN_LIMIT of the CPUs (or ``limit_s`` ran out)."""
-    deadline = time.perf_counter() + limit_s
-    while time.perf_counter() < deadline:
-        with _Load() as load:
-            time.sleep(0.5)
-        if load.foreign < FOREIGN_LIMIT:
-            return
-
-
 def _time_interleaved(variants: list[Variant], model, batch: int, rounds: int, calls: int, threads: int,
                       quiet_wait_s: float) -> dict:
     import onnxruntime as ort
@@ -266,9 +231,9 @@ def _time_interleaved(variants: list[Variant], model, batch: int, rounds: int, c
         for run in runners.values():  # warm-up: arenas, pre-packing, first-touch
             run(), run()
         for _ in range(rounds):
-            _wait_for_quiet(quiet_wait_s)
+            wait_for_quiet(quiet_wait_s, FOREIGN_LIMIT)
             for name, run in runners.items():
-                with _Load() as load:
+                with LoadWindow() as load:
                     times = []
                     for _ in range(calls):
                         start = time.perf_counter()
