@@ -1,22 +1,31 @@
 """Text and Markdown renderings of a BenchReport, the deployment verdict and the regression gate (strings only)."""
 from __future__ import annotations
 
+import math
+
 from core.environment import describe_environment
 from deploy.bench.reports import BenchReport, BenchResult
+from deploy.bench.stats import METHOD
 from deploy.render import fixed_width, ms, pct
 
-_COLUMNS = ("runtime", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "device p50 ms", "img/s",
-            "vs {base}", "CV", "parity")
+_COLUMNS = ("runtime", "precision", "batch", "p50 ms", "p50 95% CI", "p99 ms", "mean ms", "device p50 ms", "img/s",
+            "img/s 95% CI", "vs {base}", "CV", "parity")
 
 
 def _row(r: BenchResult) -> list[str]:
     lat, dev = r.latency_ms, r.device_latency_ms
     parity = "-" if r.parity is None else "PASS" if r.parity.passed else "FAIL"
     return [r.runtime + (" (partial)" if r.interrupted else ""), r.precision, str(r.batch_size),
-            ms(lat and lat.p50), ms(lat and lat.p90), ms(lat and lat.p99), ms(lat and lat.mean),
-            ms(dev and dev.p50), f"{r.throughput:.1f}", "-" if r.vs_reference is None else f"{r.vs_reference:.2f}x",
+            ms(lat and lat.p50), ci(r.p50_ci95, ms), ms(lat and lat.p99), ms(lat and lat.mean),
+            ms(dev and dev.p50), f"{r.throughput:.1f}", ci(r.throughput_ci95, lambda v: f"{v:.1f}"),
+            "-" if r.vs_reference is None else f"{r.vs_reference:.2f}x",
             "-" if lat is None else f"{lat.cv:.1%}" + ("!" if r.warnings and "unstable" in r.warnings[0] else ""),
             parity]
+
+
+def ci(value, fmt) -> str:
+    """A 95 % interval for a table: ``lo–hi``, or - without one."""
+    return "-" if value is None else f"{fmt(value[0])}–{fmt(value[1])}"
 
 
 def _header(report: BenchReport) -> list[str]:
@@ -38,7 +47,17 @@ def _details(report: BenchReport, bullet: str) -> list[str]:
     lines += [f"{bullet}ERROR {n}: {msg}" for n, msg in report.errors.items()]
     lines += [f"{bullet}warning {r.runtime} b{r.batch_size}: {w}" for r in report.results for w in r.warnings]
     lines += [f"{bullet}note: {n}" for n in report.notes]
+    load = report.environment.get("load") or {}
+    if load.get("warning"):
+        lines.append(f"{bullet}WARNING: {load['warning']}")
+    if report.results:
+        lines.append(f"{bullet}95% CI: {METHOD}, over {_rounds(report)} timed round(s) interleaved across every "
+                     "runtime × batch size")
     return lines
+
+
+def _rounds(report: BenchReport) -> int:
+    return max(len(r.rounds_ms) for r in report.results)
 
 
 def render_text(report: BenchReport) -> str:
@@ -74,7 +93,10 @@ def _speedup(value: float | None) -> str:
 
 
 def _figure(choice: dict) -> str:
-    return f"{ms(choice['value'])} ms" if choice["unit"] == "ms" else f"{choice['value']:.1f} {choice['unit']}"
+    """The pick's figure with its 95 % interval: ``4.89 ms (95% CI 4.85–4.95)``."""
+    one = ms if choice["unit"] == "ms" else (lambda v: f"{v:.1f}")
+    interval = f" (95% CI {ci(choice['ci95'], one)})" if choice.get("ci95") else ""
+    return f"{one(choice['value'])} {choice['unit']}{interval}"
 
 
 def _first_clause(reason: str) -> str:
@@ -99,6 +121,9 @@ def verdict_lines(rec: dict, bullet: str = "- ", markdown: bool = True) -> list[
         line = (f"{bullet}{strong(title)} (batch {c['batch_size']}): {strong(c['runtime'] + ' ' + c['precision'])}"
                 f" — {code(model)}{sha}: {_figure(c)}, speedup vs PyTorch fp32 "
                 f"{_speedup(c['speedup_vs_torch_fp32'])}, top-1 {c['accuracy_delta_points']:+.2f} points.")
+        if c.get("tied_with"):
+            line += (f" Tie within measurement noise with {', '.join(c['tied_with'])} (overlapping 95% intervals): "
+                     f"chosen for {c['tie_break']}.")
         r = c["runner_up"]
         line += (" No runner-up." if r is None else f" Runner-up: {r['runtime']} {r['precision']} ({_figure(r)}, "
                  f"{_speedup(r['speedup_vs_torch_fp32'])}, top-1 {r['accuracy_delta_points']:+.2f} points).")
@@ -117,8 +142,12 @@ def verdict_lines(rec: dict, bullet: str = "- ", markdown: bool = True) -> list[
     return lines
 
 
-_GATE_COLUMNS = ("runtime", "precision", "batch", "status", "iters base/now", "p50 ms base→now", "img/s base→now",
-                 "CV base/now", "parity base/now", "top-1 base/now")
+_GATE_COLUMNS = ("runtime", "precision", "batch", "status", "calls base/now", "p50 ms base→now", "p50 ratio 95% CI",
+                 "img/s base→now", "parity base/now", "top-1 base/now")
+
+
+def _interval(value: list[float] | None) -> str:
+    return "-" if value is None else f"{value[0] - 1:+.1%}…{value[1] - 1:+.1%}"
 
 
 def _gate_cells(r: dict) -> list[str]:
@@ -128,16 +157,16 @@ def _gate_cells(r: dict) -> list[str]:
     parity = pair("parity_passed", lambda v: "PASS" if v else "FAIL", "/")
     return [r["runtime"], r["precision"], str(r["batch_size"]), r["status"].upper(), pair("iterations", str, "/"),
             pair("p50_ms", ms, "→") + ("" if r["p50_change"] is None else f" ({r['p50_change']:+.1%})"),
+            _interval(r.get("p50_ratio_ci95")),
             pair("throughput", lambda v: f"{v:.1f}", "→")
             + ("" if r["throughput_change"] is None else f" ({r['throughput_change']:+.1%})"),
-            pair("cv", lambda v: f"{v:.1%}", "/"), parity, pair("top1_accuracy", pct, "/")]
+            parity, pair("top1_accuracy", pct, "/")]
 
 
 def _gate_summary(gate: dict) -> list[str]:
-    verdict = "PASS" if gate["passed"] else "FAIL"
-    head = (f"Regression gate: {verdict}: {gate['regressed']} of {gate['compared']} row(s) regressed, "
-            f"{gate['not_judged']} not judged, against the {gate['baseline']} (allowed: {gate['max_slowdown']:.1%} "
-            f"slower, {gate['max_accuracy_drop_points']:.2f} top-1 points)")
+    head = (f"Regression gate: {gate['outcome'].upper()}: {gate['regressed']} of {gate['compared']} row(s) "
+            f"regressed, {gate['inconclusive']} inconclusive, against the {gate['baseline']} (allowed: "
+            f"{gate['max_slowdown']:.1%} slower, {gate['max_accuracy_drop_points']:.2f} top-1 points)")
     if not gate["compared"]:
         head += "; no row in common: nothing was compared"
     env = gate["environment_changes"]
@@ -159,9 +188,17 @@ def gate_text(gate: dict) -> str:
 
 
 def gate_failure(gate: dict) -> str:
-    """The one error line of a failed gate, naming every regressed row."""
-    return "regression against the baseline: " + ", ".join(
-        r["label"] for r in gate["rows"] if r["status"] == "regressed")
+    """The one error line of a gate that did not pass, naming every regressed (or else undecided) row."""
+    if gate["outcome"] == "fail":
+        return "regression against the baseline: " + ", ".join(
+            r["label"] for r in gate["rows"] if r["status"] == "regressed")
+    return "inconclusive against the baseline (neither within nor beyond the allowed slowdown with 95 % " \
+           "confidence): " + ", ".join(_undecided(r) for r in gate["rows"] if r["status"] == "inconclusive")
+
+
+def _undecided(r: dict) -> str:
+    seconds = r.get("seconds_to_decide")
+    return r["label"] + (f" (--duration {max(1, math.ceil(seconds))} would decide it)" if seconds else "")
 
 
 def gate_markdown(gate: dict) -> list[str]:
@@ -170,8 +207,8 @@ def gate_markdown(gate: dict) -> list[str]:
     if gate["rows"]:
         lines += ["", "| " + " | ".join(_GATE_COLUMNS) + " | why |", "|" + "---|" * (len(_GATE_COLUMNS) + 1)]
         lines += ["| " + " | ".join(_gate_cells(r) + ["; ".join(r["reasons"]) or "-"]) + " |" for r in gate["rows"]]
-    lines += ["", "A row fails when its p50 grew or its img/s fell by more than the allowed slowdown, its parity "
-              "passed before and fails now, or its top-1 fell by more than the budget. Its timing is not judged when "
-              "either side's coefficient of variation exceeds the allowed slowdown: the noise alone could explain "
-              "the difference."]
+    lines += ["", "A row regressed when the whole 95 % interval of its p50 ratio (current ÷ baseline) or of its "
+              "throughput ratio (baseline ÷ current) lies above 1 + the allowed slowdown, when its parity passed "
+              "before and fails now, or when its top-1 fell by more than the budget; it is ok when both intervals lie "
+              "at or below the allowance, and inconclusive when one straddles it. Intervals: " + gate["method"] + "."]
     return lines

@@ -87,10 +87,16 @@ class BenchResult:
     vs_reference: float | None = None        # throughput ÷ the ratio baseline's at this batch size
     interrupted: bool = False
     warnings: tuple[str, ...] = ()
-    # Per-iteration host latencies behind ``latency_ms`` (for distribution plots); kept out of to_dict() so bench
-    # JSON keeps its size and shape.
-    samples_ms: tuple[float, ...] = field(default=(), repr=False)
+    # Per-call host latencies behind ``latency_ms``, per interleaved round: what the intervals are computed from and
+    # what a later comparison (the regression gate) resamples.
+    rounds_ms: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
+    p50_ci95: tuple[float, float] | None = None        # 95 % interval of the p50 latency (deploy/bench/stats.py)
+    throughput_ci95: tuple[float, float] | None = None  # 95 % interval of the throughput
     model: str | None = None                 # the exact file (or checkpoint) this row ran
+
+    @property
+    def samples_ms(self) -> tuple[float, ...]:
+        return tuple(v for r in self.rounds_ms for v in r)
 
     def to_dict(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "precision": self.precision, "batch_size": self.batch_size,
@@ -101,7 +107,33 @@ class BenchResult:
                 "throughput": self.throughput, "device_throughput": self.device_throughput,
                 "vs_reference": self.vs_reference, "warmup_iters": self.warmup_iters,
                 "first_call_ms": self.first_call_ms, "parity": self.parity.to_dict() if self.parity else None,
-                "interrupted": self.interrupted, "warnings": list(self.warnings)}
+                "interrupted": self.interrupted, "warnings": list(self.warnings),
+                "p50_ci95": interval_list(self.p50_ci95), "throughput_ci95": interval_list(self.throughput_ci95),
+                "samples_ms": compact_rounds(self.rounds_ms)}
+
+
+def compact_rounds(rounds_ms) -> dict[str, Any]:
+    """Per-call latencies in a report: microsecond resolution (3 decimals of a ms), one list per round."""
+    return {"unit": "ms", "rounds": [[round(float(v), 3) for v in r] for r in rounds_ms]}
+
+
+def read_rounds(value: Any) -> tuple[tuple[float, ...], ...]:
+    """The rounds a report's ``samples_ms`` holds (``compact_rounds``), or () when it holds none.
+
+    Raises:
+        ValueError, TypeError: ``value`` holds something else than lists of positive finite numbers.
+    """
+    if value is None:
+        return ()
+    rounds = tuple(tuple(float(v) for v in r) for r in value["rounds"])
+    if any(not (math.isfinite(v) and v > 0) for r in rounds for v in r):
+        raise ValueError("samples_ms: latencies must be positive finite numbers")
+    return rounds
+
+
+def interval_list(value: tuple[float, float] | None) -> list[float] | None:
+    """An interval as a report writes it: ``[lo, hi]``, or None."""
+    return None if value is None else [float(value[0]), float(value[1])]
 
 
 @dataclass(frozen=True)
@@ -119,6 +151,7 @@ class BenchReport:
     errors: dict[str, str] = field(default_factory=dict)     # runtime → what failed (load/build/run)
     notes: tuple[str, ...] = ()
     interrupted: bool = False
+    failure: str | None = None               # the file or its reference failed before any runtime ran (run_benches)
 
     @property
     def parity_passed(self) -> bool:
@@ -126,10 +159,11 @@ class BenchReport:
 
     @property
     def passed(self) -> bool:
-        return self.parity_passed and not self.errors and not self.interrupted
+        return self.parity_passed and not self.errors and not self.interrupted and self.failure is None
 
     def failures(self) -> list[str]:
-        out = [f"parity failed: {c}" for p in self.parity.values() for c in p.checks if not c.passed]
+        out = [self.failure] if self.failure else []
+        out += [f"parity failed: {c}" for p in self.parity.values() for c in p.checks if not c.passed]
         return out + [f"{name}: {msg}" for name, msg in self.errors.items()]
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,7 +175,7 @@ class BenchReport:
             "parity": {k: v.to_dict() for k, v in self.parity.items()},
             "cold_start": {k: v.to_dict() for k, v in self.cold_start.items()},
             "runtimes": self.runtimes, "skipped": self.skipped, "errors": self.errors, "notes": list(self.notes),
-            "passed": self.passed, "interrupted": self.interrupted})
+            "failure": self.failure, "passed": self.passed, "interrupted": self.interrupted})
 
     def __str__(self) -> str:
         status = "PASS" if self.passed else "INTERRUPTED" if self.interrupted else "FAIL"

@@ -168,12 +168,14 @@ def _run_stages(config: PipelineConfig, given: TorchModel | None, given_meta: Ma
             exported[key] = path
     plan = BenchPlan(batch_sizes=config.batch_sizes, timing=config.timing, options=config.options,
                      parity_samples=config.parity_samples, parity_images=0)
+    groups = _groups([t for t in targets if t.export in exported])
+    _stage(record, 3, f"bench {len(groups)} file × precision group(s), interleaved")
     ran: list[Target] = []
-    for (export, precision), group in _groups([t for t in targets if t.export in exported]).items():
-        _stage(record, 3, f"bench {precision} on {exported[export].name}")
-        if stages.bench_stage(exported[export], precision, export[1], [t.runtime for t in group], torch_model, plan,
-                              record, progress.bench):
-            ran += group
+    outcome = stages.bench_stage([(exported[export], precision, export[1], [t.runtime for t in group])
+                                  for (export, precision), group in groups.items()], torch_model, plan, record,
+                                 progress.bench)
+    for group, any_ran in zip(groups.values(), outcome):
+        ran += group if any_ran else []
     if ran:
         _stage(record, 4, "task parity on the validation images")
         stages.task_parity_stage(torch_model, meta, [(t.runtime, t.precision, exported[t.export]) for t in ran],

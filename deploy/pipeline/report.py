@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 from core.contract import PRECISIONS
 from core.environment import describe_environment
 from deploy.bench.render import gate_markdown, verdict_lines
+from deploy.bench.stats import METHOD
 from deploy.formats import PIPELINE_FORMAT, PIPELINE_FORMAT_VERSION
 from deploy.render import fixed_width, ms, pct
-from deploy.bench.reports import BenchResult, json_safe
+from deploy.bench.reports import BenchResult, compact_rounds, interval_list, json_safe
 from deploy.bench.verdict import DEFAULT_MAX_ACCURACY_DROP, recommend
 from runtimes.registry import RUNTIME_NAMES
 
@@ -79,11 +80,14 @@ class PipelineRecord:
                 "p50_ms": lat.p50 if lat else None, "p99_ms": lat.p99 if lat else None,
                 "mean_ms": lat.mean if lat else None, "iterations": lat.samples if lat else 0,
                 "cv": lat.cv if lat else None,
-                "throughput": r.throughput, "parity_passed": all(checks.values()) if checks else None,
+                "throughput": r.throughput, "p50_ci95": interval_list(r.p50_ci95),
+                "throughput_ci95": interval_list(r.throughput_ci95),
+                "parity_passed": all(checks.values()) if checks else None,
                 "parity": checks, "task_images": task.images if task else None,
                 "top1_accuracy": task.accuracy if task else None, "agreement": task.agreement if task else None,
                 "accuracy_delta_points": task.accuracy_delta if task else None,
-                "task_passed": task.passed if task else None, "warnings": list(r.warnings)})
+                "task_passed": task.passed if task else None, "warnings": list(r.warnings),
+                "samples_ms": compact_rounds(r.rounds_ms)})
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -172,8 +176,8 @@ def _artifacts(artifacts: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-_HEADER = ("runtime", "precision", "file", "batch", "p50 ms", "p99 ms", "img/s", "parity vs PyTorch", "top-1",
-           "agreement", "Δ top-1 (points)")
+_HEADER = ("runtime", "precision", "file", "batch", "p50 ms (95% CI)", "p99 ms", "img/s (95% CI)", "parity vs PyTorch",
+           "top-1", "agreement", "Δ top-1 (points)")
 
 
 def _results(report: dict[str, Any]) -> list[str]:
@@ -183,8 +187,10 @@ def _results(report: dict[str, Any]) -> list[str]:
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in report["rows"]]
     if not report["rows"]:
         lines.append("| (no results) |" + " |" * (len(_HEADER) - 1))
-    lines += ["", "Latency is per call (host, end to end) and img/s = batch / mean latency. Parity compares the logits "
-              "with the PyTorch fp32 checkpoint on fixed-seed random inputs (the bench) and on the validation images "
+    lines += ["", "Latency is per call (host, end to end) and img/s = batch / mean latency; every runtime × precision "
+              "× batch size was timed in the same interleaved rounds, and the 95% intervals are those of "
+              f"{METHOD}. Parity compares the logits with the PyTorch fp32 checkpoint on fixed-seed random inputs "
+              "(the bench) and on the validation images "
               "(the precision's tolerance). top-1, agreement (same top-1 class as PyTorch fp32) and Δ top-1 are "
               f"task-level, per runtime × precision, measured on {task['source'] or 'no images'}; they do not depend "
               "on the batch size."]
@@ -206,9 +212,14 @@ def _cells(r: dict[str, Any]) -> list[str]:
     if (r["runtime"], r["precision"]) == ("torch", "fp32") and r["parity_passed"]:
         parity = "reference"  # the PyTorch checkpoint itself (the bench only re-checks it is deterministic)
     model = Path(r["model"]).name if r.get("model") else "-"
-    return [r["runtime"], r["precision"], model, str(r["batch_size"]), ms(r["p50_ms"]), ms(r["p99_ms"]),
-            f"{r['throughput']:.1f}", parity, pct(r["top1_accuracy"]), pct(r["agreement"]),
+    return [r["runtime"], r["precision"], model, str(r["batch_size"]), ms(r["p50_ms"]) + _ci(r["p50_ci95"], ms),
+            ms(r["p99_ms"]), f"{r['throughput']:.1f}" + _ci(r["throughput_ci95"], lambda v: f"{v:.1f}"), parity,
+            pct(r["top1_accuracy"]), pct(r["agreement"]),
             "-" if r["accuracy_delta_points"] is None else f"{r['accuracy_delta_points']:+.2f}"]
+
+
+def _ci(value: list[float] | None, fmt) -> str:
+    return "" if value is None else f" ({fmt(value[0])}–{fmt(value[1])})"
 
 
 def _exports(exports: dict[str, dict[str, Any]]) -> list[str]:

@@ -10,11 +10,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from core.errors import ToolkitError
 from core.fileio import SetAside, sha256_file, write_json_atomic, write_text_atomic
-from deploy.bench.bench import BenchPlan, run_bench, with_precision
+from deploy.bench.bench import BenchJob, BenchPlan, run_benches
 from deploy.bench.gate import compare
 from deploy.models import TorchModel
 from deploy.pipeline.report import PipelineRecord, render_markdown
-from deploy.bench.reports import json_safe
+from deploy.bench.reports import BenchReport, json_safe
 from deploy.progress import Progress
 from runtimes.options import RuntimeOptions
 from trainer.config import TrainConfig
@@ -158,21 +158,30 @@ def export_stage(checkpoint: Path, record: PipelineRecord, precision: str, lrn: 
     return result.path
 
 
-def bench_stage(onnx_path: Path, precision: str, lrn: str, names: list[str], torch_model: TorchModel,
-                plan: BenchPlan, record: PipelineRecord, progress: Progress | None) -> bool:
-    """Bench ``names`` computing in ``precision`` on one file (parity on random inputs; task parity covers the
-    images); returns whether any of them ran."""
-    label = precision if lrn == "conv" else f"{precision}_{lrn}_lrn"  # bench.<label>.json
+def bench_stage(groups: Sequence[tuple[Path, str, str, list[str]]], torch_model: TorchModel, plan: BenchPlan,
+                record: PipelineRecord, progress: Progress | None) -> list[bool]:
+    """Bench every group (file, precision, LRN form, runtimes) in one interleaved measurement (parity on random
+    inputs; task parity covers the images); returns, per group, whether any of its runtimes ran."""
+    jobs = [BenchJob(path, tuple(names), "bf16" if precision == "bf16" else None)
+            for path, precision, _, names in groups]
     started = time.perf_counter()
     try:
-        report = run_bench(onnx_path, dataclasses.replace(with_precision(plan, "bf16" if precision == "bf16" else
-                                                                           None), runtimes=tuple(names)),
-                           reference=torch_model.path, progress=progress)
-    except ToolkitError as e:
-        record.failures.append(f"bench {label}: {e}")
-        return False
+        reports = run_benches(jobs, plan, reference=torch_model.path, progress=progress, raise_job_errors=False)
     finally:
-        record.timings_s[f"bench_{label}"] = time.perf_counter() - started
+        record.timings_s["bench"] = time.perf_counter() - started
+    ran = [_record_bench(report, precision, lrn, names, record)
+           for report, (_, precision, lrn, names) in zip(reports, groups)]
+    if any(r.interrupted for r in reports):
+        raise KeyboardInterrupt
+    return ran
+
+
+def _record_bench(report: BenchReport, precision: str, lrn: str, names: list[str], record: PipelineRecord) -> bool:
+    """One file's bench report into the pipeline's record (and its bench.<label>.json)."""
+    label = precision if lrn == "conv" else f"{precision}_{lrn}_lrn"  # bench.<label>.json
+    if report.failure:
+        record.failures.append(f"bench {label}: {report.failure}")
+        return False
     record.environment = record.environment or report.environment
     bench_file = record.out / REPORT_DIR / f"bench.{label}.json"
     write_json_atomic(bench_file, report.to_dict())
@@ -193,8 +202,6 @@ def bench_stage(onnx_path: Path, precision: str, lrn: str, names: list[str], tor
         if engine and Path(engine).is_file():
             record.artifacts.append(_artifact("engine", precision, Path(engine)))
     record.notes += [n for n in report.notes if n not in record.notes]
-    if report.interrupted:
-        raise KeyboardInterrupt
     return bool(report.results)
 
 

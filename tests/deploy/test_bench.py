@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from deploy.progress import Progress
-from deploy.bench.timing import BenchConfig, measure
+from deploy.bench.timing import BenchConfig, Cell, measure, measure_interleaved
+from deploy.formats import BENCH_FORMAT_VERSION
 from runtimes.ort_runtime import OrtRuntime
 from deploy.bench.render import render_markdown, render_text
 from deploy.bench.reports import LatencyStats
@@ -53,6 +54,50 @@ def test_ctrl_c_keeps_what_was_measured(tiny_onnx):
     assert m.interrupted and len(m.host_ms) == 3 and progress.ended
 
 
+class Recorded(OrtRuntime):
+    """Real ONNX Runtime that notes the order of its timed calls (and can fail on its n-th one)."""
+
+    def __init__(self, path, log: list, name: str, fail_at: int | None = None) -> None:
+        super().__init__(path)
+        self.log, self.tag, self.fail_at = log, name, fail_at
+
+    def _run(self) -> None:
+        self.log.append(self.tag)
+        if self.fail_at is not None and self.log.count(self.tag) >= self.fail_at:
+            from runtimes.errors import InferenceError
+
+            raise InferenceError(f"{self.tag}: broke on call {self.fail_at}")
+        super()._run()
+
+
+def test_rounds_interleave_every_cell_and_a_failing_one_stops_alone(tiny_onnx):
+    calls: list[str] = []
+    config = BenchConfig(warmup_iters=1, iterations=6, rounds=3)
+    with Recorded(tiny_onnx.path, calls, "A") as a, Recorded(tiny_onnx.path, calls, "B") as b, \
+            Recorded(tiny_onnx.path, calls, "C", fail_at=4) as c:
+        feeds = {"input": tiny_onnx.case.sample(2)}
+        results = measure_interleaved([Cell(a, feeds, "A"), Cell(b, feeds, "B"), Cell(c, feeds, "C")], config)
+    # One warm-up call each, then 3 rounds of 2 calls each: A A B B C C, A A B B C(fails), A A B B.
+    assert calls == list("ABC") + list("AABBCC") + list("AABBC") + list("AABB")
+    assert [len(m.rounds_ms) for m in results] == [3, 3, 2] and [len(m.host_ms) for m in results] == [6, 6, 2]
+    assert results[0].error is None and results[2].error == "C: broke on call 4"
+
+
+def test_each_row_has_its_intervals_and_samples(tiny_onnx):
+    plan = BenchPlan(runtimes=("onnxruntime",), batch_sizes=(1, 2), timing=BenchConfig(warmup_iters=1,
+                                                                                        iterations=20, rounds=4),
+                     parity_samples=4)
+    report = json.loads(json.dumps(run_bench(tiny_onnx.path, plan).to_dict()))
+    assert report["format_version"] == BENCH_FORMAT_VERSION
+    for r in report["results"]:
+        rounds = r["samples_ms"]["rounds"]
+        assert [len(x) for x in rounds] == [5, 5, 5, 5]
+        assert r["p50_ci95"][0] <= r["latency_ms"]["p50"] <= r["p50_ci95"][1]
+        assert r["throughput_ci95"][0] <= r["throughput"] <= r["throughput_ci95"][1]
+    load = report["environment"]["load"]
+    assert {"other_processes_cpu_share", "steal_share", "busy", "warning", "load_average_1min"} <= set(load)
+
+
 def test_bench_config_validation():
     with pytest.raises(UsageError, match="iterations"):
         BenchConfig(iterations=0)
@@ -61,6 +106,8 @@ def test_bench_config_validation():
             BenchConfig(duration_s=bad)
     with pytest.raises(UsageError, match="warm-up"):
         BenchConfig(warmup_s=float("inf"))
+    with pytest.raises(UsageError, match="rounds"):
+        BenchConfig(rounds=0)
 
 
 def test_latency_stats_are_ordered():
