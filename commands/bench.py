@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from commands import EXIT_FAILED, EXIT_INTERRUPTED
-from commands.options import (MISMATCH_OPTION, RUNTIMES_OPTION, SECONDS, batch_sizes, gate_options, runtime_options,
-                              warmup, write_reports)
+from commands.options import (MISMATCH_OPTION, ROUNDS_OPTION, RUNTIMES_OPTION, SECONDS, batch_sizes, finish_gate,
+                              gate_options, runtime_options, warmup, write_reports)
 from runtimes.registry import RUNTIME_NAMES
 
 
@@ -25,7 +25,9 @@ from runtimes.registry import RUNTIME_NAMES
 @click.option("--iterations", type=click.IntRange(1, 1_000_000), default=None,
               help="Timed iterations per runtime and batch size (instead of --duration).")
 @click.option("--duration", type=SECONDS, default=None,
-              help="Timed seconds per runtime and batch size (at least 5 iterations). Default: 2 s.")
+              help="Timed seconds per runtime and batch size (at least 5 iterations), split over --rounds. "
+                   "Default: 2 s.")
+@ROUNDS_OPTION
 @click.option("--reference", type=click.Path(exists=True, path_type=Path), default=None,
               help="PyTorch reference checkpoint (run folder or .safetensors). Default: the checkpoint named in the "
                    "ONNX metadata when present, else ONNX Runtime CPU on the same file.")
@@ -68,7 +70,8 @@ def bench(ctx: click.Context, model: Path, runtimes: tuple[str, ...], precision:
     """Benchmark an ONNX model on PyTorch, ONNX Runtime (CPU/CUDA), OpenVINO and TensorRT, parity-checked.
 
     Exit codes: 0 ok, 1 parity miss, runtime failure or --baseline regression (after the report), 2 bad usage
-    (including a --baseline that is not a bench/pipeline report), 3 a named runtime is not available here, 130
+    (including a --baseline that is not a bench/pipeline report), 3 a named runtime is not available here, 4 a
+    --baseline row neither within nor beyond --max-slowdown with 95% confidence (unless --inconclusive pass), 130
     interrupted (the partial report is still printed and written).
     """
     from core.fileio import check_not_an_input, check_writable
@@ -94,7 +97,7 @@ def bench(ctx: click.Context, model: Path, runtimes: tuple[str, ...], precision:
     plan = BenchPlan(
         runtimes=runtimes, batch_sizes=opts["batch_sizes"],
         timing=BenchConfig(warmup_iters=opts["warmup"][0], warmup_s=opts["warmup"][1], iterations=opts["iterations"],
-                           duration_s=opts["duration"] or 2.0),
+                           duration_s=opts["duration"] or 2.0, rounds=opts["rounds"]),
         options=runtime_options(opts, precision=None if precision == "auto" else precision),
         skip_unavailable=runtimes == RUNTIME_NAMES, parity_samples=opts["parity_samples"],
         parity_images=opts["images"], seed=opts["seed"], allow_checkpoint_mismatch=opts["allow_checkpoint_mismatch"])
@@ -112,9 +115,9 @@ def bench(ctx: click.Context, model: Path, runtimes: tuple[str, ...], precision:
         click.echo("Interrupted: the report holds the measurements made so far.", err=True)
         ctx.exit(EXIT_INTERRUPTED)
     failures = [] if report.passed else report.failures()
-    if gate is not None and not gate["passed"]:
-        failures.append(gate_failure(gate))
     if failures:
-        click.echo("Error: " + "\n  ".join(failures), err=True)
+        click.echo("Error: " + "\n  ".join(failures + ([gate_failure(gate)] if gate and gate["outcome"] == "fail"
+                                                      else [])), err=True)
         ctx.exit(EXIT_FAILED)
+    finish_gate(ctx, gate, opts["inconclusive"])
 

@@ -115,7 +115,12 @@ def gate_options(baseline_help: str):
                              default=None, help=baseline_help),
                 click.option("--max-slowdown", default="5%", show_default=True, callback=_slowdown,
                              help="--baseline: a row whose p50 grew, or whose img/s fell, by more than this (5% or "
-                                  "0.05) fails. Rows whose latency CV exceeds it on either side are not judged."),
+                                  "0.05) with 95% confidence fails (exit 1); one whose interval straddles it is "
+                                  "inconclusive."),
+                click.option("--inconclusive", type=click.Choice(["fail", "pass"]), default="fail",
+                             show_default=True,
+                             help="--baseline: what an inconclusive row means for CI: fail exits 4 (measure longer: "
+                                  "the message says how long), pass exits 0."),
                 click.option("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP,
                              show_default=True, callback=_accuracy_drop,
                              help="Top-1 points a row may lose: against the --baseline, and (pipeline) against "
@@ -123,6 +128,30 @@ def gate_options(baseline_help: str):
             command = option(command)
         return command
     return decorate
+
+
+ROUNDS_OPTION = click.option(
+    "--rounds", type=click.IntRange(1, 1000), default=5, show_default=True,
+    help="Timed rounds, interleaved across every runtime × batch size (A B C, A B C, ...); the duration is split over "
+         "them and the 95% intervals resample them.")
+
+
+def finish_gate(ctx: click.Context, gate: dict | None, inconclusive: str) -> None:
+    """Exit for a gate that did not pass: 1 for a regression, 4 for an inconclusive row unless
+    ``--inconclusive pass``."""
+    from commands import EXIT_FAILED, EXIT_INCONCLUSIVE
+    from deploy.bench.render import gate_failure
+
+    if gate is None or gate["outcome"] == "pass":
+        return
+    if gate["outcome"] == "fail":
+        click.echo(f"Error: {gate_failure(gate)}", err=True)
+        ctx.exit(EXIT_FAILED)
+    if inconclusive == "pass":
+        click.echo(f"Note: {gate_failure(gate)}; passed by --inconclusive pass.", err=True)
+        return
+    click.echo(f"Error: {gate_failure(gate)}", err=True)
+    ctx.exit(EXIT_INCONCLUSIVE)
 
 
 def runtime_options(opts: dict, precision: str | None = None):

@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE
-from commands.options import RUNTIMES_OPTION, SECONDS, batch_sizes, gate_options, list_option, runtime_options, warmup
+from commands.options import (ROUNDS_OPTION, RUNTIMES_OPTION, SECONDS, batch_sizes, finish_gate, gate_options,
+                              list_option, runtime_options, warmup)
 from commands.train import train, train_config, train_options
 from core.contract import PRECISIONS
 
@@ -42,7 +43,9 @@ def _ignored_train_options(ctx: click.Context) -> list[str]:
 @click.option("--warmup", default="0.3s", show_default=True, callback=warmup,
               help="Warm-up per runtime, precision and batch size: N iterations or a duration such as 1s.")
 @click.option("--duration", type=SECONDS, default=1.0, show_default=True,
-              help="Timed seconds per runtime, precision and batch size (at least 5 iterations).")
+              help="Timed seconds per runtime, precision and batch size (at least 5 iterations), split over --rounds "
+                   "interleaved across all of them.")
+@ROUNDS_OPTION
 @click.option("--task-images", type=click.IntRange(1, 1_000_000), default=None,
               help="Validation images for task-level parity (top-1, agreement). Default: the whole split.")
 @click.option("--calibration-images", type=click.IntRange(1, 100_000), default=128, show_default=True,
@@ -59,7 +62,8 @@ def _ignored_train_options(ctx: click.Context) -> list[str]:
 def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runtimes: tuple[str, ...],
              precisions: tuple[str, ...], batch_sizes: tuple[int, ...], warmup: tuple[int, float], duration: float,
              task_images: int | None, calibration_images: int, parity_samples: int, threads: int | None,
-             baseline: Path | None, max_slowdown: float, max_accuracy_drop: float, **train_opts) -> None:
+             baseline: Path | None, max_slowdown: float, max_accuracy_drop: float, inconclusive: str, rounds: int,
+             **train_opts) -> None:
     """Train, export each precision, bench and check every runtime, and write one deployment report.
 
     Writes OUT/train/ (the run), OUT/onnx/model.<precision>[.native-lrn].onnx (each runtime runs the LRN form measured
@@ -70,7 +74,8 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
 
     Exit codes: 0 ok, 1 an export, parity check or runtime failed, or a --baseline regression (after the report), 2
     bad usage (including a --baseline that is not a bench/pipeline report), 3 none of the requested runtimes can run
-    here, 130 interrupted (the report holds what finished).
+    here, 4 a --baseline row neither within nor beyond --max-slowdown with 95% confidence (unless --inconclusive
+    pass), 130 interrupted (the report holds what finished).
     """
     from deploy.pipeline.pipeline import PipelineConfig, PipelineProgress, run_pipeline
     from deploy.pipeline.report import render_text
@@ -83,7 +88,7 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
     config = PipelineConfig(
         train=train_config(train_opts), checkpoint=str(checkpoint) if checkpoint else None,
         out=str(out) if out else None, runtimes=runtimes, precisions=precisions, batch_sizes=batch_sizes,
-        timing=BenchConfig(warmup_iters=warmup[0], warmup_s=warmup[1], duration_s=duration),
+        timing=BenchConfig(warmup_iters=warmup[0], warmup_s=warmup[1], duration_s=duration, rounds=rounds),
         options=runtime_options({"threads": threads, "device": train_opts["device"]}),
         calibration_images=calibration_images, parity_samples=parity_samples, task_images=task_images,
         overwrite=train_opts["overwrite"], max_accuracy_drop=max_accuracy_drop,
@@ -102,7 +107,7 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
                    err=True)
         ctx.exit(EXIT_INTERRUPTED)
     failures = list(result.failures)
-    if gate is not None and not gate["passed"]:
+    if gate is not None and gate["outcome"] == "fail":
         failures.append(gate_failure(gate))
     if failures:
         click.echo("Error: " + "\n  ".join(failures), err=True)
@@ -111,3 +116,4 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
         reasons = "\n  ".join(f"{name}: {why}" for name, why in result.skipped.items())
         click.echo(f"Error: none of the requested runtimes can run here:\n  {reasons}", err=True)
         ctx.exit(EXIT_UNAVAILABLE)
+    finish_gate(ctx, gate, inconclusive)

@@ -1,4 +1,5 @@
-"""The regression gate: compare a bench or pipeline report with a baseline one, row by row (runtime, precision, batch).
+"""The regression gate: compare a bench or pipeline report with a baseline one, row by row (runtime, precision, batch),
+with confidence: each row is ok, regressed or inconclusive.
 
 ``compare`` is pure (two report dicts in, a GateResult out); ``load_baseline`` is the one function that reads a file.
 """
@@ -13,6 +14,8 @@ from typing import Any, Mapping
 from core.contract import is_finite_number
 from core.errors import UsageError
 from deploy.formats import BENCH_FORMAT, BENCH_FORMAT_VERSION, PIPELINE_FORMAT, PIPELINE_FORMAT_VERSION
+from deploy.bench.reports import interval_list, read_rounds
+from deploy.bench.stats import METHOD, SEED, RatioJudgement, judge_ratio, replicates
 from deploy.bench.verdict import DEFAULT_MAX_ACCURACY_DROP
 
 _VERSIONS = {BENCH_FORMAT: BENCH_FORMAT_VERSION, PIPELINE_FORMAT: PIPELINE_FORMAT_VERSION}
@@ -30,9 +33,9 @@ class RowComparison:
     runtime: str
     precision: str
     batch_size: int
-    status: str                                  # ok | regressed | not judged (timing too noisy to judge)
-    reasons: tuple[str, ...]                     # why it regressed, or why its timing was not judged
-    iterations: tuple[int, int]                  # timed iterations: (baseline, current)
+    status: str                                  # ok | regressed | inconclusive
+    reasons: tuple[str, ...]                     # why it regressed, or why its timing is undecided
+    iterations: tuple[int, int]                  # timed calls: (baseline, current)
     p50_ms: tuple[float | None, float | None]
     throughput: tuple[float | None, float | None]
     cv: tuple[float | None, float | None]        # coefficient of variation of the latency (std / mean)
@@ -40,6 +43,9 @@ class RowComparison:
     top1_accuracy: tuple[float | None, float | None]
     p50_change: float | None                     # current / baseline − 1: +0.10 = 10 % slower
     throughput_change: float | None              # current / baseline − 1: −0.10 = 10 % fewer img/s
+    p50_ratio_ci95: tuple[float, float] | None = None         # of current / baseline p50
+    throughput_ratio_ci95: tuple[float, float] | None = None  # of baseline / current img/s (> 1 = slower now)
+    seconds_to_decide: float | None = None       # inconclusive: timed seconds per row that would decide it
 
     @property
     def label(self) -> str:
@@ -51,7 +57,10 @@ class RowComparison:
                 "label": self.label, "status": self.status, "reasons": list(self.reasons),
                 **{f"baseline_{k}": getattr(self, k)[0] for k in sides},
                 **{f"current_{k}": getattr(self, k)[1] for k in sides},
-                "p50_change": self.p50_change, "throughput_change": self.throughput_change}
+                "p50_change": self.p50_change, "throughput_change": self.throughput_change,
+                "p50_ratio_ci95": interval_list(self.p50_ratio_ci95),
+                "throughput_ratio_ci95": interval_list(self.throughput_ratio_ci95),
+                "seconds_to_decide": self.seconds_to_decide}
 
 
 @dataclass(frozen=True)
@@ -70,15 +79,25 @@ class GateResult:
         return tuple(r for r in self.rows if r.status == "regressed")
 
     @property
+    def inconclusive(self) -> tuple[RowComparison, ...]:
+        return tuple(r for r in self.rows if r.status == "inconclusive")
+
+    @property
+    def outcome(self) -> str:
+        """fail (a row regressed), inconclusive (none regressed, some undecided) or pass."""
+        return "fail" if self.regressions else "inconclusive" if self.inconclusive else "pass"
+
+    @property
     def passed(self) -> bool:
-        return not self.regressions
+        return self.outcome == "pass"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "baseline": self.baseline, "max_slowdown": self.max_slowdown,
-                "max_accuracy_drop_points": self.max_accuracy_drop, "compared": len(self.rows),
-                "regressed": len(self.regressions), "not_judged": sum(r.status == "not judged" for r in self.rows),
-                "rows": [r.to_dict() for r in self.rows], "only_in_baseline": list(self.only_in_baseline),
-                "only_in_current": list(self.only_in_current), "environment_changes": list(self.environment_changes)}
+        return {"outcome": self.outcome, "passed": self.passed, "baseline": self.baseline,
+                "max_slowdown": self.max_slowdown, "max_accuracy_drop_points": self.max_accuracy_drop,
+                "method": METHOD, "compared": len(self.rows), "regressed": len(self.regressions),
+                "inconclusive": len(self.inconclusive), "rows": [r.to_dict() for r in self.rows],
+                "only_in_baseline": list(self.only_in_baseline), "only_in_current": list(self.only_in_current),
+                "environment_changes": list(self.environment_changes)}
 
 
 def parse_slowdown(text: str) -> float:
@@ -136,19 +155,15 @@ def check_baseline(report: Any, source: str) -> None:
 def rows(report: Mapping[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
     """A bench or pipeline report's rows in one shape, keyed by (runtime, precision, batch size)."""
     out: dict[tuple[str, str, int], dict[str, Any]] = {}
-    if report.get("format") == BENCH_FORMAT:
-        for r in report["results"]:
-            lat = r["latency_ms"] or {}
-            out.setdefault((r["runtime"], r["precision"], int(r["batch_size"])), {
-                "iterations": int(r.get("iterations") or 0), "p50_ms": _number(lat.get("p50")),
-                "cv": _number(lat.get("cv")), "throughput": _number(r["throughput"]),
-                "parity_passed": (r.get("parity") or {}).get("passed"), "top1_accuracy": None})
-    else:
-        for r in report["rows"]:
-            out.setdefault((r["runtime"], r["precision"], int(r["batch_size"])), {
-                "iterations": int(r.get("iterations") or 0), "p50_ms": _number(r["p50_ms"]),
-                "cv": _number(r.get("cv")), "throughput": _number(r["throughput"]),
-                "parity_passed": r.get("parity_passed"), "top1_accuracy": _number(r.get("top1_accuracy"))})
+    bench = report.get("format") == BENCH_FORMAT
+    for r in report["results"] if bench else report["rows"]:
+        lat = (r["latency_ms"] or {}) if bench else r
+        out.setdefault((r["runtime"], r["precision"], int(r["batch_size"])), {
+            "iterations": int(r.get("iterations") or 0), "p50_ms": _number(lat.get("p50" if bench else "p50_ms")),
+            "cv": _number(lat.get("cv")), "throughput": _number(r["throughput"]),
+            "parity_passed": (r.get("parity") or {}).get("passed") if bench else r.get("parity_passed"),
+            "top1_accuracy": None if bench else _number(r.get("top1_accuracy")),
+            "rounds": read_rounds(r.get("samples_ms"))})
     return out
 
 
@@ -161,11 +176,12 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], max_slowdow
             max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP) -> GateResult:
     """Judge every row present in both reports.
 
-    A row regresses when its p50 grew, or its img/s fell, by more than ``max_slowdown`` (a fraction); when its
-    parity passed in the baseline and fails now; or when its top-1 fell by more than ``max_accuracy_drop`` points
-    (where both sides measured it). Timing is judged only when both sides' coefficient of variation is at most
-    ``max_slowdown``: beyond that the noise alone can produce the difference, so the row is "not judged" (parity
-    and accuracy are still judged). Rows in only one report are listed, never failed.
+    Timing, with confidence (deploy/bench/stats.py): from each side's per-call samples by round, a bootstrap gives
+    the 95 % interval of current ÷ baseline p50 (and of baseline ÷ current img/s). A figure regressed when its whole
+    interval lies above 1 + ``max_slowdown``, is ok when it lies at or below, and is inconclusive when it straddles
+    it. A row regresses when either figure did, when its parity passed in the baseline and fails now, or when its
+    top-1 fell by more than ``max_accuracy_drop`` points (where both sides measured it); it is ok when both figures
+    are ok, inconclusive otherwise. Rows in only one report are listed, never failed.
 
     Args:
         baseline: A bench or pipeline report (checked with ``check_baseline``).
@@ -182,8 +198,6 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], max_slowdow
 
 def _judge(key: tuple[str, str, int], old: Mapping[str, Any], new: Mapping[str, Any], max_slowdown: float,
            max_drop: float) -> RowComparison:
-    p50_change = _change(old["p50_ms"], new["p50_ms"])
-    tp_change = _change(old["throughput"], new["throughput"])
     regressed: list[str] = []
     if old["parity_passed"] is True and new["parity_passed"] is False:
         regressed.append("parity failed (it passed in the baseline)")
@@ -192,26 +206,66 @@ def _judge(key: tuple[str, str, int], old: Mapping[str, Any], new: Mapping[str, 
         if drop > max_drop + _EPS:
             regressed.append(f"top-1 {old['top1_accuracy']:.2%} → {new['top1_accuracy']:.2%} (−{drop:.2f} points, "
                              f"allowed {max_drop:.2f})")
-    noisy = [f"{side} CV {cv:.1%}" if cv is not None else f"{side} has no CV"
-             for side, cv in (("baseline", old["cv"]), ("current", new["cv"])) if cv is None or cv > max_slowdown]
-    unjudged: list[str] = []
-    if p50_change is None or tp_change is None:
-        unjudged.append("timing missing on one side")
-    elif noisy:
-        unjudged.append(f"timing not judged: {', '.join(noisy)} > the allowed slowdown {max_slowdown:.1%}; "
-                        "measure longer or on a quieter machine")
-    else:
-        if p50_change > max_slowdown + _EPS:
-            regressed.append(f"p50 {old['p50_ms']:.2f} → {new['p50_ms']:.2f} ms ({p50_change:+.1%}, allowed "
-                             f"+{max_slowdown:.1%})")
-        if -tp_change / (1 + tp_change) > max_slowdown + _EPS:  # the baseline's img/s over the current's, minus 1
-            regressed.append(f"throughput {old['throughput']:.1f} → {new['throughput']:.1f} img/s "
-                             f"({tp_change:+.1%}, allowed {-max_slowdown / (1 + max_slowdown):.1%})")
-    status = "regressed" if regressed else "not judged" if unjudged else "ok"
-    return RowComparison(*key, status, tuple(regressed + unjudged), (old["iterations"], new["iterations"]),
+    timing = _judge_timing(old, new, max_slowdown)
+    regressed += [why for outcome, why in timing.reasons if outcome == "regressed"]
+    undecided = [why for outcome, why in timing.reasons if outcome == "inconclusive"]
+    status = "regressed" if regressed else "inconclusive" if undecided else "ok"
+    return RowComparison(*key, status, tuple(regressed + undecided), (old["iterations"], new["iterations"]),
                          (old["p50_ms"], new["p50_ms"]), (old["throughput"], new["throughput"]),
                          (old["cv"], new["cv"]), (old["parity_passed"], new["parity_passed"]),
-                         (old["top1_accuracy"], new["top1_accuracy"]), p50_change, tp_change)
+                         (old["top1_accuracy"], new["top1_accuracy"]), _change(old["p50_ms"], new["p50_ms"]),
+                         _change(old["throughput"], new["throughput"]), timing.p50_ci, timing.throughput_ci,
+                         timing.seconds)
+
+
+@dataclass(frozen=True)
+class _Timing:
+    reasons: tuple[tuple[str, str], ...]          # (regressed | inconclusive, why) per undecided or failed figure
+    p50_ci: tuple[float, float] | None = None
+    throughput_ci: tuple[float, float] | None = None
+    seconds: float | None = None
+
+
+def _judge_timing(old: Mapping[str, Any], new: Mapping[str, Any], max_slowdown: float) -> _Timing:
+    """The p50 and throughput of one row, each judged on the interval of its ratio."""
+    if not old["rounds"] or not new["rounds"] or not old["p50_ms"] or not new["p50_ms"] or \
+            not old["throughput"] or not new["throughput"]:
+        side = "the baseline" if not old["rounds"] else "this run"
+        return _Timing((("inconclusive", f"timing not compared: {side} has no per-call samples for this row"),))
+    base, cur = replicates(old["rounds"], seed=SEED), replicates(new["rounds"], seed=SEED + 1)
+    limit = 1 + max_slowdown
+    p50 = judge_ratio(cur.median, base.median, new["p50_ms"] / old["p50_ms"], limit, cur.seconds)
+    tp = judge_ratio(cur.mean, base.mean, old["throughput"] / new["throughput"], limit, cur.seconds)
+    reasons = []
+    for name, j, text in (("p50", p50, f"p50 {old['p50_ms']:.2f} → {new['p50_ms']:.2f} ms"),
+                          ("throughput", tp, f"throughput {old['throughput']:.1f} → {new['throughput']:.1f} img/s")):
+        if j.outcome == "ok":
+            continue
+        what = (f"{text} ({name} ratio {_signed(j.ratio)}, 95 % interval {_signed(j.ci95[0])} to "
+                f"{_signed(j.ci95[1])}; allowed {_signed(limit)})")
+        if j.outcome == "regressed":
+            reasons.append(("regressed", what))
+        else:
+            reasons.append(("inconclusive", f"{what}: the interval straddles the allowance; " + _advice(j)))
+    seconds = None
+    undecided = [j for j in (p50, tp) if j.outcome == "inconclusive"]
+    if undecided and all(j.seconds_to_decide is not None for j in undecided):
+        seconds = max(j.seconds_to_decide for j in undecided)
+    return _Timing(tuple(reasons), p50.ci95, tp.ci95, seconds)
+
+
+def _advice(j: RatioJudgement) -> str:
+    if j.baseline_too_noisy:
+        return "the baseline's own spread is wider than the margin: re-measure the baseline longer"
+    if j.seconds_to_decide is None:
+        return "the ratio sits on the allowance: no duration decides it"
+    return (f"about {j.seconds_to_decide:.0f} s of timing per row would decide it (bench --duration "
+            f"{max(1, math.ceil(j.seconds_to_decide))})")
+
+
+def _signed(ratio: float) -> str:
+    """A ratio as a change: 1.052 → +5.2%."""
+    return f"{ratio - 1:+.1%}"
 
 
 def _change(old: float | None, new: float | None) -> float | None:
