@@ -4,6 +4,7 @@ Pure functions over a pipeline report's rows (deploy/pipeline_report.py): no I/O
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -15,8 +16,12 @@ from runtimes.registry import RUNTIME_NAMES  # names only: no adapter is importe
 DEFAULT_MAX_ACCURACY_DROP = 0.5   # top-1 points a row may lose against PyTorch fp32 and still be recommended
 REFERENCE = ("torch", "fp32")     # the row every speedup is measured against
 OBJECTIVES = ("latency", "throughput")
-TIE_RULE = ("equal figures go to the higher top-1, then the lower p99, then the runtime first in the registry, then "
-            "the precision first in fp32, fp16, int8, bf16")
+# Deployment simplicity, simplest first: one small wheel running a portable file; then the whole training framework;
+# then the GPU stacks (a driver and CUDA), TensorRT last (an engine built per GPU model and TensorRT version).
+SIMPLICITY = ("onnxruntime", "openvino", "torch", "onnxruntime-cuda", "tensorrt")
+TIE_RULE = ("a row whose 95% interval overlaps the fastest one's is a tie within measurement noise; a tie goes to the "
+            "higher top-1, then the simpler runtime (" + ", ".join(SIMPLICITY) + "), then the precision first in "
+            "fp32, fp16, int8, bf16; without intervals, equal figures go to the higher top-1, then the lower p99")
 _EPS = 1e-9  # a delta that equals the budget up to float rounding is within it
 
 
@@ -34,10 +39,15 @@ class Choice:
     speedup_vs_torch_fp32: float | None   # > 1 = better than PyTorch fp32 at this batch; None without that row
     accuracy_delta_points: float          # top-1 minus PyTorch fp32's, in points
     runner_up: "Choice | None" = None     # the next best runtime × precision (it has no runner-up of its own)
+    ci95: tuple[float, float] | None = None   # 95 % interval of ``value``
+    tied_with: tuple[str, ...] = ()       # "runtime precision" rows within measurement noise of the fastest
+    tie_break: str | None = None          # why this one of the tied rows: "higher top-1", "simpler runtime", ...
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("objective", "runtime", "precision", "batch_size", "model", "sha256",
                                              "value", "unit", "speedup_vs_torch_fp32", "accuracy_delta_points")}
+        out.update(ci95=None if self.ci95 is None else list(self.ci95), tied_with=list(self.tied_with),
+                   tie_break=self.tie_break)
         out["runner_up"] = None if self.runner_up is None else {
             k: v for k, v in self.runner_up.to_dict().items() if k != "runner_up"}
         return out
@@ -142,6 +152,9 @@ def _choose(objective: str, rows: list[Mapping[str, Any]], eligible: list[Mappin
     if not ranked:
         return None, (f"no row at batch {batch} passed parity within {budget:.2f} top-1 points of PyTorch fp32 "
                       "(see the excluded rows)")
+    tied = [r for r in ranked if _overlaps(_ci(objective, r), _ci(objective, ranked[0]))]
+    winner = min(tied, key=_tie_key) if len(tied) > 1 else ranked[0]
+    ranked = [winner] + [r for r in ranked if r is not winner]
     reference = next((r for r in rows if (r["runtime"], r["precision"]) == REFERENCE and r["batch_size"] == batch),
                      None)
     if reference is None:
@@ -149,7 +162,39 @@ def _choose(objective: str, rows: list[Mapping[str, Any]], eligible: list[Mappin
     second = next((r for r in ranked[1:] if (r["runtime"], r["precision"]) != (ranked[0]["runtime"],
                                                                              ranked[0]["precision"])), None)
     runner_up = None if second is None else _choice(objective, second, reference, artifacts)
-    return _choice(objective, ranked[0], reference, artifacts, runner_up), ""
+    choice = _choice(objective, winner, reference, artifacts, runner_up)
+    others = tuple(dict.fromkeys(f"{r['runtime']} {r['precision']}" for r in tied if r is not winner and
+                                 (r["runtime"], r["precision"]) != (winner["runtime"], winner["precision"])))
+    if others:
+        choice = dataclasses.replace(choice, tied_with=others, tie_break=_why_chosen(winner, tied))
+    return choice, ""
+
+
+def _ci(objective: str, row: Mapping[str, Any]) -> tuple[float, float] | None:
+    ci = row.get("p50_ci95" if objective == "latency" else "throughput_ci95")
+    return (float(ci[0]), float(ci[1])) if ci else None
+
+
+def _overlaps(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
+    return a is not None and b is not None and a[0] <= b[1] and b[0] <= a[1]
+
+
+def _tie_key(row: Mapping[str, Any]) -> tuple:
+    """Among rows within measurement noise of each other: the higher top-1, the simpler runtime, fp32 first."""
+    return (-row["accuracy_delta_points"], _index(SIMPLICITY, row["runtime"]), _index(PRECISIONS, row["precision"]))
+
+
+def _why_chosen(winner: Mapping[str, Any], tied: Sequence[Mapping[str, Any]]) -> str:
+    """Why the tie went to ``winner``, against the row with the best figure (``tied[0]``)."""
+    fastest = tied[0]
+    if winner is fastest:
+        return "the best figure, and first by the tie rule too"
+    name = f"{fastest['runtime']} {fastest['precision']}"
+    if winner["accuracy_delta_points"] > fastest["accuracy_delta_points"] + _EPS:
+        return f"higher top-1 than {name}"
+    if _index(SIMPLICITY, winner["runtime"]) < _index(SIMPLICITY, fastest["runtime"]):
+        return f"a simpler runtime than {name}"
+    return f"precision order ({winner['precision']} before {fastest['precision']})"
 
 
 def _rank(objective: str, row: Mapping[str, Any]) -> tuple:
@@ -174,7 +219,7 @@ def _choice(objective: str, row: Mapping[str, Any], reference: Mapping[str, Any]
         speedup = value / reference["throughput"] if reference else None
     model = row.get("model")
     return Choice(objective, row["runtime"], row["precision"], row["batch_size"], model, _sha256(model, artifacts),
-                  value, unit, speedup, row["accuracy_delta_points"], runner_up)
+                  value, unit, speedup, row["accuracy_delta_points"], runner_up, _ci(objective, row))
 
 
 def _sha256(model: str | None, artifacts: Sequence[Mapping[str, Any]]) -> str | None:

@@ -123,13 +123,13 @@ def plot_choice(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], reco
     points = [r for r in measured if r["batch_size"] == batch]
     excluded = {(e["runtime"], e["precision"]) for e in recommendation.get("excluded", [])}
     fig, (ax,) = _figure(7.5, 4.8)
-    for i, r in enumerate(sorted(points, key=lambda r: r["throughput"])):
+    points.sort(key=lambda r: r["throughput"])
+    for r in points:
         eligible = (r["runtime"], r["precision"]) not in excluded
-        ax.plot(r["throughput"], r["top1_accuracy"] * 100, "o" if eligible else "x", ms=7,
-                color="tab:blue" if eligible else "tab:gray")
-        # Alternate above / below: runtimes of equal accuracy and similar speed would print over each other.
-        ax.annotate(f"{r['runtime']} {r['precision']}", (r["throughput"], r["top1_accuracy"] * 100),
-                    textcoords="offset points", xytext=(6, 5 if i % 2 == 0 else -12), fontsize=8)
+        ci = r.get("throughput_ci95")
+        xerr = [[r["throughput"] - ci[0]], [ci[1] - r["throughput"]]] if ci else None
+        ax.errorbar(r["throughput"], r["top1_accuracy"] * 100, xerr=xerr, fmt="o" if eligible else "x", ms=7,
+                    color="tab:blue" if eligible else "tab:gray", ecolor="0.55", elinewidth=1, capsize=3)
     if points:
         reference = points[0]["top1_accuracy"] * 100 - points[0]["accuracy_delta_points"]
         budget = recommendation["max_accuracy_drop_points"]
@@ -152,9 +152,49 @@ def plot_choice(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], reco
         ax.set_ylim(min(accuracies) - pad, max(accuracies) + pad)
         ax.margins(x=0.12)  # room for the labels of the fastest and slowest points
         ax.legend(fontsize=8, loc="best", markerscale=0.5)
+        ax.set(title=f"Accuracy vs throughput at batch {batch} (x: not eligible; bars: 95% interval)",
+               xlabel="images / s", ylabel="top-1 accuracy (%)")
+        _label_points(fig, ax, [(r["throughput"], r["top1_accuracy"] * 100, f"{r['runtime']} {r['precision']}")
+                                for r in points])
     else:
         ax.text(0.5, 0.5, "no task-level accuracy measured", ha="center", va="center", transform=ax.transAxes)
-    ax.set(title=f"Accuracy vs throughput at batch {batch} (x: not eligible)", xlabel="images / s",
-           ylabel="top-1 accuracy (%)")
+        ax.set(title="Accuracy vs throughput")
     ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def _label_points(fig, ax, points: Sequence[tuple[float, float, str]]) -> None:
+    """Label each point where its text overlaps no other label, point or the legend: candidates at growing offsets
+    above and below, the first free one wins, with a leader line once it sits away from its point. Runtimes of equal
+    accuracy and similar speed (the common case) would otherwise print on top of each other."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()                 # the final layout, so display coordinates stay put...
+    fig.set_layout_engine("none")     # ...while the labels are added
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend()
+    taken = [legend.get_window_extent(renderer)] if legend else []
+    for x, y, _ in points:
+        px, py = ax.transData.transform((x, y))
+        taken.append(_box(px - 5, py - 5, px + 5, py + 5))
+    axes_box = ax.get_window_extent(renderer)
+    offsets = [(6, dy) for step in range(12) for dy in (6 + 14 * step, -16 - 14 * step)]
+    for x, y, text in points:
+        for dx, dy in offsets:
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                                arrowprops=None if abs(dy) < 20 else {"arrowstyle": "-", "color": "0.6", "lw": 0.6})
+            label.update_positions(renderer)
+            box = Text.get_window_extent(label, renderer)  # the text alone: Annotation's own adds the leader line
+            inside = axes_box.x0 <= box.x0 and box.x1 <= axes_box.x1 and axes_box.y0 <= box.y0 and box.y1 <= axes_box.y1
+            if inside and not any(box.overlaps(other) for other in taken):
+                taken.append(box)
+                break
+            label.remove()
+        else:  # nowhere free: the nearest place, overlapping rather than missing
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+
+
+def _box(x0: float, y0: float, x1: float, y1: float):
+    from matplotlib.transforms import Bbox
+
+    return Bbox([[x0, y0], [x1, y1]])

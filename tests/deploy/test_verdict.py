@@ -10,17 +10,21 @@ from deploy.pipeline.report import PipelineRecord, render_markdown
 from deploy.bench.verdict import recommend
 
 FIELDS = {"objective", "runtime", "precision", "batch_size", "model", "sha256", "value", "unit",
-          "speedup_vs_torch_fp32", "accuracy_delta_points", "runner_up"}
+          "speedup_vs_torch_fp32", "accuracy_delta_points", "runner_up", "ci95", "tied_with", "tie_break"}
 FILES = {"torch": "run/model.safetensors", "fp32": "onnx/model.fp32.onnx", "fp16": "onnx/model.fp16.onnx",
          "int8": "onnx/model.int8.onnx"}
 
 
 def row(runtime: str, precision: str, batch: int, p50: float, throughput: float | None = None, delta: float = 0.0,
-        parity: bool | None = True, p99: float | None = None, top1: bool = True) -> dict:
-    """One pipeline report row; img/s defaults to batch / p50."""
-    return {"runtime": runtime, "precision": precision, "batch_size": batch,
+        parity: bool | None = True, p99: float | None = None, top1: bool = True, noise: float | None = None) -> dict:
+    """One pipeline report row; img/s defaults to batch / p50; ``noise``: the relative half-width of its 95 %
+    intervals (None: no intervals, as in reports without samples)."""
+    tp = throughput or batch / p50 * 1e3
+    intervals = {} if noise is None else {"p50_ci95": [p50 * (1 - noise), p50 * (1 + noise)],
+                                          "throughput_ci95": [tp * (1 - noise), tp * (1 + noise)]}
+    return {**intervals, "runtime": runtime, "precision": precision, "batch_size": batch,
             "model": FILES["torch" if runtime == "torch" else precision], "p50_ms": p50,
-            "p99_ms": p99 if p99 is not None else p50 * 1.2, "throughput": throughput or batch / p50 * 1e3,
+            "p99_ms": p99 if p99 is not None else p50 * 1.2, "throughput": tp,
             "parity_passed": parity, "parity": {} if parity is None else {"random": parity},
             "top1_accuracy": 0.9 + delta / 100 if top1 else None, "accuracy_delta_points": delta if top1 else None}
 
@@ -47,6 +51,7 @@ def test_the_fastest_row_within_budget_wins_each_objective_with_its_file_and_spe
     assert latency["speedup_vs_torch_fp32"] == pytest.approx(21.44 / 4.99)
     assert latency["runner_up"]["runtime"] == "onnxruntime" and latency["runner_up"]["precision"] == "fp32"
     assert set(latency["runner_up"]) == FIELDS - {"runner_up"}
+    assert latency["ci95"] is None and latency["tied_with"] == [] and latency["tie_break"] is None
     assert (throughput["batch_size"], throughput["unit"]) == (32, "img/s")
     assert throughput["value"] == pytest.approx(32 / 110e-3)
     assert throughput["speedup_vs_torch_fp32"] == pytest.approx(319 / 110)
@@ -110,6 +115,36 @@ def test_ties_go_to_accuracy_then_p99_then_registry_order_then_precision_order()
     a, b = row("onnxruntime", "int8", 8, 40.0, delta=-0.1), row("onnxruntime", "fp16", 8, 40.0)
     for rows in ([a, b], [b, a]):
         assert recommend(report(rows)).to_dict()["throughput"]["precision"] == "fp16"
+
+
+def test_rows_within_measurement_noise_are_a_tie_broken_by_accuracy_then_the_simpler_runtime():
+    rows = [row("torch", "fp32", 32, 300.0, noise=0.01),
+            row("openvino", "int8", 32, 74.0, delta=-0.2, noise=0.03),      # the fastest figure
+            row("onnxruntime", "int8", 32, 75.0, delta=-0.2, noise=0.03),   # as accurate, overlapping, simpler
+            row("openvino", "fp32", 32, 150.0, noise=0.03)]                 # far slower: no tie
+    c = recommend(report(rows)).to_dict()["throughput"]
+    assert (c["runtime"], c["precision"]) == ("onnxruntime", "int8")
+    assert c["tied_with"] == ["openvino int8"] and c["tie_break"] == "a simpler runtime than openvino int8"
+    assert c["ci95"] == pytest.approx([32e3 / 75 * 0.97, 32e3 / 75 * 1.03])
+    assert (c["runner_up"]["runtime"], c["runner_up"]["precision"]) == ("openvino", "int8")  # the next, not a repeat
+    # Accuracy comes first: the faster, less simple row wins when the other lost top-1.
+    rows[2] = row("onnxruntime", "int8", 32, 75.0, delta=-0.3, noise=0.03)
+    assert recommend(report(rows)).to_dict()["throughput"]["runtime"] == "openvino"
+    # Intervals that do not overlap: the faster row wins, whatever the tie rule would say.
+    rows[2] = row("onnxruntime", "int8", 32, 90.0, delta=-0.2, noise=0.03)
+    c = recommend(report(rows)).to_dict()["throughput"]
+    assert c["runtime"] == "openvino" and c["tied_with"] == []
+
+
+def test_the_tie_and_the_interval_are_in_the_rendered_verdict():
+    from deploy.bench.render import verdict_lines
+
+    rows = [row("torch", "fp32", 1, 20.0, noise=0.02), row("onnxruntime", "int8", 1, 5.0, noise=0.05),
+            row("openvino", "int8", 1, 4.9, noise=0.05)]
+    text = "\n".join(verdict_lines(recommend(report(rows)).to_dict()))
+    assert "**onnxruntime int8**" in text and "5.00 ms (95% CI 4.75–5.25)" in text
+    assert "Tie within measurement noise with openvino int8 (overlapping 95% intervals): chosen for a simpler " \
+           "runtime than openvino int8." in text
 
 
 def test_skipped_runtimes_and_pairs_are_listed_as_not_measured():
