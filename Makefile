@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test repeat-tests lint venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The quick subset three times, in fresh processes: any test whose outcome changes between runs is flaky.
+repeat-tests: $(STAMP)
+	$(PY) scripts/repeat_tests.py --runs 3
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
