@@ -291,8 +291,10 @@ def environment_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple
     def flat(env: Mapping[str, Any]) -> dict[str, Any]:
         cpu, gpu = env.get("cpu") or {}, env.get("gpu") or {}
         load = cpu.get("load_average_1min")  # other work on the machine, in half-cores (finer is noise)
+        busy = (env.get("load") or {}).get("other_processes_cpu_share")  # measured during the run itself
         out = {"cpu.model": cpu.get("model"), "cpu.usable_cores": cpu.get("usable_cores"),
                "cpu.load_average_1min": None if load is None else round(load * 2) / 2,
+               "load.other_processes_cpu_share": None if busy is None else f"{round(busy * 10) * 10}%",
                "gpu.name": gpu.get("name"), "gpu.driver": gpu.get("driver"), "python": env.get("python")}
         out.update({f"libraries.{k}": v for k, v in (env.get("libraries") or {}).items()})
         out.update({f"threads.{k}": v for k, v in (env.get("threads") or {}).items()})

@@ -179,6 +179,14 @@ def test_environment_changes_are_reported_next_to_the_verdict():
     assert "same CPU, GPU, library versions and threads" in gate_text(compare(bench(), bench()).to_dict())
 
 
+def test_a_busier_machine_is_named_next_to_the_verdict():
+    quiet = {**ENV, "load": {"other_processes_cpu_share": 0.01}}
+    busy = {**ENV, "load": {"other_processes_cpu_share": 0.34}}
+    gate = compare(bench(bench_row(), env=quiet), bench(bench_row(p50=220.0, seed=1), env=busy))
+    assert gate.rows[0].status == "regressed"
+    assert gate.environment_changes == ("load.other_processes_cpu_share: 0% → 30%",)
+
+
 @pytest.mark.parametrize("report, message", [
     ([1, 2], "found no 'format' field"),
     ({"model": "m.onnx", "environment": {}, "results": []}, "a bench report from before reports carried a format"),
