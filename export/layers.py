@@ -82,8 +82,8 @@ def map_layers(model: onnx.ModelProto) -> LayerMap:
     nodes = list(graph.node)
     weights = {i.name for i in graph.initializer} | {c.output[0] for c in nodes if c.op_type == "Constant"}
     producer = {out: i for i, node in enumerate(nodes) for out in node.output}
-    data = _data_inputs(nodes, weights, producer)
-    layer: list[str | None] = [_anchor(node, weights, producer, nodes) for node in nodes]
+    data = _data_inputs(nodes, weights)
+    layer: list[str | None] = [_anchor(node, producer, nodes) for node in nodes]
     pools = [i for i, node in enumerate(nodes) if node.op_type == "MaxPool"]
     if len(pools) != len(POOLS):
         raise LayerMapError(f"not an AlexNet graph: {len(pools)} MaxPool nodes, expected {len(POOLS)}")
@@ -110,7 +110,7 @@ def map_layers(model: onnx.ModelProto) -> LayerMap:
     return _build(graph, nodes, layer, consumers, producer)
 
 
-def _data_inputs(nodes: list, weights: set[str], producer: dict[str, int]) -> list[list[str]]:
+def _data_inputs(nodes: list, weights: set[str]) -> list[list[str]]:
     """Per node, the inputs that carry activations (not weights, nor tensors computed from weights only)."""
     weight_like = set(weights)
     for node in nodes:
@@ -119,7 +119,7 @@ def _data_inputs(nodes: list, weights: set[str], producer: dict[str, int]) -> li
     return [[t for t in node.input if t and t not in weight_like] for node in nodes]
 
 
-def _anchor(node: onnx.NodeProto, weights: set[str], producer: dict[str, int], nodes: list) -> str | None:
+def _anchor(node: onnx.NodeProto, producer: dict[str, int], nodes: list) -> str | None:
     """The layer a node names by itself: its weight initializer (conv/fc) or its lrn<i> name."""
     if is_lrn_node(node):
         head = node.name.split(".", 1)[0]
