@@ -20,6 +20,10 @@ from deploy.bench.verdict import DEFAULT_MAX_ACCURACY_DROP
 
 _VERSIONS = {BENCH_FORMAT: BENCH_FORMAT_VERSION, PIPELINE_FORMAT: PIPELINE_FORMAT_VERSION}
 DEFAULT_MAX_SLOWDOWN = 0.05        # 5 % slower p50 (or 5 % less img/s) than the baseline fails a row
+# Other processes taking this much more of the CPUs than during the baseline excuse a slowdown (inconclusive, not
+# regressed): on 2 cores, 5 points is a tenth of a core, enough to slow a 2-thread runtime well beyond 5 % (its
+# threads wait for the one that shares its core); a quiet machine reads 0-2 %.
+BUSIER_BY = 0.05
 _EPS = 1e-9
 
 
@@ -181,7 +185,9 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], max_slowdow
     interval lies above 1 + ``max_slowdown``, is ok when it lies at or below, and is inconclusive when it straddles
     it. A row regresses when either figure did, when its parity passed in the baseline and fails now, or when its
     top-1 fell by more than ``max_accuracy_drop`` points (where both sides measured it); it is ok when both figures
-    are ok, inconclusive otherwise. Rows in only one report are listed, never failed.
+    are ok, inconclusive otherwise. A timing that regressed while other processes took more than BUSIER_BY more of
+    the CPUs than during the baseline is inconclusive instead: the slowdown may be theirs (this run's load and the
+    baseline's are in each report's environment). Rows in only one report are listed, never failed.
 
     Args:
         baseline: A bench or pipeline report (checked with ``check_baseline``).
@@ -190,14 +196,31 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], max_slowdow
         max_accuracy_drop: Allowed top-1 loss in points.
     """
     old, new = rows(baseline), rows(current)
-    judged = tuple(_judge(key, old[key], new[key], max_slowdown, max_accuracy_drop) for key in new if key in old)
+    busier = _busier(baseline.get("environment") or {}, current.get("environment") or {})
+    judged = tuple(_judge(key, old[key], new[key], max_slowdown, max_accuracy_drop, busier)
+                   for key in new if key in old)
     return GateResult(_describe(baseline), max_slowdown, max_accuracy_drop, judged,
                       tuple(_label(k) for k in old if k not in new), tuple(_label(k) for k in new if k not in old),
                       environment_changes(baseline.get("environment") or {}, current.get("environment") or {}))
 
 
+def _busier(old_env: Mapping[str, Any], new_env: Mapping[str, Any]) -> str | None:
+    """Why this run's machine was busier than the baseline's, or None: other processes (and steal) took more than
+    BUSIER_BY more of the CPUs while it was measured."""
+    def share(env: Mapping[str, Any]) -> float | None:
+        load = env.get("load") or {}
+        other = load.get("other_processes_cpu_share")
+        return None if other is None else other + (load.get("steal_share") or 0.0)
+
+    before, now = share(old_env), share(new_env)
+    if before is None or now is None or now - before <= BUSIER_BY:
+        return None
+    return (f"the machine was busier than for the baseline (other processes and steal {before:.0%} → {now:.0%} of "
+            "the CPUs): the slowdown may be theirs; re-run when it is as quiet as for the baseline")
+
+
 def _judge(key: tuple[str, str, int], old: Mapping[str, Any], new: Mapping[str, Any], max_slowdown: float,
-           max_drop: float) -> RowComparison:
+           max_drop: float, busier: str | None = None) -> RowComparison:
     regressed: list[str] = []
     if old["parity_passed"] is True and new["parity_passed"] is False:
         regressed.append("parity failed (it passed in the baseline)")
@@ -207,8 +230,11 @@ def _judge(key: tuple[str, str, int], old: Mapping[str, Any], new: Mapping[str, 
             regressed.append(f"top-1 {old['top1_accuracy']:.2%} → {new['top1_accuracy']:.2%} (−{drop:.2f} points, "
                              f"allowed {max_drop:.2f})")
     timing = _judge_timing(old, new, max_slowdown)
-    regressed += [why for outcome, why in timing.reasons if outcome == "regressed"]
+    slower = [why for outcome, why in timing.reasons if outcome == "regressed"]
     undecided = [why for outcome, why in timing.reasons if outcome == "inconclusive"]
+    if slower and busier:  # beyond the allowance, but not attributable to what changed
+        undecided, slower = [f"{why}: {busier}" for why in slower] + undecided, []
+    regressed += slower
     status = "regressed" if regressed else "inconclusive" if undecided else "ok"
     return RowComparison(*key, status, tuple(regressed + undecided), (old["iterations"], new["iterations"]),
                          (old["p50_ms"], new["p50_ms"]), (old["throughput"], new["throughput"]),

@@ -179,12 +179,20 @@ def test_environment_changes_are_reported_next_to_the_verdict():
     assert "same CPU, GPU, library versions and threads" in gate_text(compare(bench(), bench()).to_dict())
 
 
-def test_a_busier_machine_is_named_next_to_the_verdict():
-    quiet = {**ENV, "load": {"other_processes_cpu_share": 0.01}}
-    busy = {**ENV, "load": {"other_processes_cpu_share": 0.34}}
+def test_a_slowdown_on_a_busier_machine_is_not_blamed_on_the_change():
+    quiet = {**ENV, "load": {"other_processes_cpu_share": 0.01, "steal_share": 0.0}}
+    busy = {**ENV, "load": {"other_processes_cpu_share": 0.34, "steal_share": 0.0}}
     gate = compare(bench(bench_row(), env=quiet), bench(bench_row(p50=220.0, seed=1), env=busy))
-    assert gate.rows[0].status == "regressed"
+    row = gate.rows[0]
+    assert row.status == "inconclusive" and gate.outcome == "inconclusive"
+    assert "the machine was busier than for the baseline (other processes and steal 1% → 34%" in row.reasons[0]
     assert gate.environment_changes == ("load.other_processes_cpu_share: 0% → 30%",)
+    # As busy as the baseline was (one core kept busy for both): the slowdown is the change's.
+    assert compare(bench(bench_row(), env=busy), bench(bench_row(p50=220.0, seed=1), env=busy)).outcome == "fail"
+    # A quieter machine now, or a parity loss, is never excused.
+    assert compare(bench(bench_row(), env=busy), bench(bench_row(p50=220.0, seed=1), env=quiet)).outcome == "fail"
+    lost = compare(bench(bench_row(), env=quiet), bench(bench_row(parity=False, seed=1), env=busy))
+    assert lost.outcome == "fail"
 
 
 @pytest.mark.parametrize("report, message", [
