@@ -14,6 +14,7 @@ import click
 from commands import EXIT_FAILED, EXIT_INTERRUPTED, exit_code
 from commands.bench import bench
 from commands.export import export
+from commands.inspect import inspect
 from commands.pipeline import pipeline
 from commands.predict import predict
 from commands.train import train
@@ -67,7 +68,7 @@ def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     tune_allocator()  # process-wide malloc thresholds, set by the entry point only: torch eager 30-50 % faster
 
 
-for command in (train, export, bench, predict, pipeline, triton):
+for command in (train, export, bench, predict, pipeline, triton, inspect):
     main.add_command(command)
 
 if __name__ == "__main__":
