@@ -103,19 +103,25 @@ def _timer(duration_s: float):
 
 
 def summary(report) -> str:
-    """One line per runtime × precision: where it first diverges and how its layer times add up."""
-    lines = []
+    """One line per runtime × precision: where it first diverges and how its layer times add up; then what was
+    skipped."""
+    parity = {(p.runtime, p.precision): p for p in report.parity}
     times = {(p.runtime, p.precision): p for p in report.profiles}
-    for row in report.parity or report.profiles:
-        key = (row.runtime, row.precision)
-        parts = [f"{row.runtime:<12} {row.precision:<5}"]
-        if row in report.parity:
+    lines = []
+    for key in dict.fromkeys([*parity, *times]):
+        parts = [f"{key[0]:<12} {key[1]:<5}"]
+        row = parity.get(key)
+        if row is not None:
             first = row.first_divergence
             parts.append(f"failed: {row.error}" if row.error else
                          f"first beyond tolerance: {first.layer}" if first else "every layer within tolerance")
         profile = times.get(key)
         if profile is not None:
-            parts.append(f"layers {profile.attributed_ms:.1f} ms of {profile.measured_ms:.1f} ms measured"
-                         if profile.available and profile.measured_ms else f"no layer time: {profile.reason}")
+            parts.append(f"layers {profile.attributed_ms:.1f} ms, measured {profile.measured_ms:.1f} ms"
+                         if profile.available and profile.measured_ms else
+                         f"layers {profile.attributed_ms:.1f} ms" if profile.available else
+                         f"no layer time: {profile.reason}")
         lines.append("  ".join(parts))
+    if report.skipped:
+        lines.append(f"not run here: {', '.join(report.skipped)} (layers.md says why)")
     return "\n".join(lines)
