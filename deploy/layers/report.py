@@ -98,6 +98,15 @@ def time_markdown(profiles: list[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def skipped_markdown(skipped: Mapping[str, str]) -> list[str]:
+    """One line per runtime and reason, with the precisions it covers."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for key, reason in skipped.items():
+        runtime, precision = key.rsplit(" ", 1)
+        grouped.setdefault((runtime, reason), []).append(precision)
+    return [f"- {runtime} ({', '.join(precisions)}): {reason}" for (runtime, reason), precisions in grouped.items()]
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """layers.md: layer parity, then layer time, then what was skipped."""
     files = ", ".join(f"`{Path(f).name}`" for f in report["files"])
@@ -115,5 +124,5 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   "the measured latency the profiler does not see (input and output copies, the call itself).", "",
                   *time_markdown(report["profiles"]), ""]
     if report["skipped"]:
-        lines += ["## Not run here", ""] + [f"- {k}: {v}" for k, v in report["skipped"].items()] + [""]
+        lines += ["## Not run here", "", *skipped_markdown(report["skipped"]), ""]
     return "\n".join(lines)

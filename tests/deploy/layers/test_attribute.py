@@ -26,6 +26,10 @@ ORT_INT8 = [("input_QuantizeLinear", "QuantizeLinear", "conv1"), ("Transpose", "
             ("node_max_pool2d_token_81", "NhwcMaxPool", "pool1"), ("node_conv2d_4_token_67", "QLinearConv", "conv5"),
             ("Transpose_token_66", "Transpose", "conv5"), ("relu_4_q", "QuantizeLinear", "conv5"),
             ("node_linear", "QGemm", "fc6"), ("linear_1_DequantizeLinear", "DequantizeLinear", "fc7")]
+# ONNX Runtime, fp16 file: the CPU provider runs the fp16 convolutions in fp32 and says so in their names.
+ORT_FP16 = [("InsertedPrecisionFreeCast_relu_nchwc", "Conv", "conv1"), ("lrn1.scale", "Div", "lrn1"),
+            ("InsertedPrecisionFreeCast_max_pool2d_nchwc", "MaxPool", "pool1"),
+            ("InsertedPrecisionFreeCast_relu_1_nchwc", "Conv", "conv2"), ("fused node_linear", "FusedGemm", "fc6")]
 # OpenVINO, int8 native-LRN file (executed nodes only).
 OV_INT8 = [("input_QuantizeLinear", "Subgraph", "conv1"),
            ("input_QuantizeLinear_abcd_acdb_node_conv2d/WithoutBiases", "Reorder", "conv1"),
@@ -42,7 +46,7 @@ OV_INT8 = [("input_QuantizeLinear", "Subgraph", "conv1"),
 
 @pytest.fixture(scope="module")
 def maps(small):
-    return {form: map_layers(small.forms[form]) for form in ("fp32-conv", "int8-conv", "int8-native")}
+    return {form: map_layers(small.forms[form]) for form in ("fp32-conv", "fp16-conv", "int8-conv", "int8-native")}
 
 
 def test_onnxruntime_fp32_profile(maps):
@@ -58,9 +62,10 @@ def test_onnxruntime_fp32_profile(maps):
 
 
 @pytest.mark.parametrize("names,form,candidates", [(ORT_INT8, "int8-conv", candidates_ort),
+                                                   (ORT_FP16, "fp16-conv", candidates_ort),
                                                    (OV_INT8, "int8-native", candidates_openvino)],
-                         ids=["onnxruntime", "openvino"])
-def test_int8_profiles(maps, names, form, candidates):
+                         ids=["onnxruntime-int8", "onnxruntime-fp16", "openvino-int8"])
+def test_renamed_nodes(maps, names, form, candidates):
     nodes = [ProfiledNode(name, op, 2.0) for name, op, _ in names]
     times, stray = attribute(nodes, maps[form], candidates)
     assert not stray
