@@ -14,6 +14,7 @@ import numpy as np
 
 from core.contract import INPUT_SHAPE, PRECISIONS
 from core.errors import ToolkitError, UsageError
+from core.load import LoadMonitor
 from deploy.inputs import random_batch, real_images
 from deploy.layers.capture import load_graph, reference_activations
 from deploy.layers.parity import LayerParity, layer_parity
@@ -64,6 +65,7 @@ class InspectReport:
     skipped: dict[str, str] = field(default_factory=dict)   # "runtime precision" → why
     timings_s: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
+    load: dict[str, Any] | None = None   # other processes' CPU share while the layer times were taken (core.load)
 
     def to_dict(self) -> dict[str, Any]:
         from export.layers import LAYERS
@@ -72,7 +74,7 @@ class InspectReport:
                 "files": list(self.files), "images": self.images, "images_source": self.images_source,
                 "batch_size": self.batch_size, "parity": [p.to_dict() for p in self.parity],
                 "profiles": [p.to_dict() for p in self.profiles], "skipped": dict(self.skipped),
-                "timings_s": dict(self.timings_s), "interrupted": self.interrupted}
+                "timings_s": dict(self.timings_s), "interrupted": self.interrupted, "load": self.load}
 
 
 def plan_rows(files: Sequence[Path], plan: InspectPlan) -> tuple[list[Row], dict[str, str]]:
@@ -148,7 +150,7 @@ def inspect_layers(files: Sequence[str | os.PathLike], plan: InspectPlan = Inspe
     started, timings = time.perf_counter(), {}
     parity: list[LayerParity] = []
     profiles: list[LayerProfile] = []
-    interrupted = False
+    interrupted, load = False, None
     try:
         if plan.parity:
             reference = reference_activations(torch_model, next(iter(graphs.values())).info, plan.options, x, chunk)
@@ -156,16 +158,17 @@ def inspect_layers(files: Sequence[str | os.PathLike], plan: InspectPlan = Inspe
                 r.runtime, graphs[r.file], torch_model, r.options(plan.options), x, reference, chunk), parity)
             timings["parity"] = time.perf_counter() - started
         if plan.profile:
-            t = time.perf_counter()
+            t, monitor = time.perf_counter(), LoadMonitor()
             _each(rows, progress, f"layer time at batch {plan.batch_size}", lambda r: profile_layers(
                 r.runtime, graphs[r.file].info, graphs[r.file].layer_map, torch_model, r.options(plan.options), x,
                 plan.batch_size, timer), profiles)
             timings["time"] = time.perf_counter() - t
+            load = monitor.summary()
     except KeyboardInterrupt:
         interrupted = True
     timings["total"] = time.perf_counter() - started
     return InspectReport(tuple(str(p) for p in paths), len(x), source, plan.batch_size, tuple(parity),
-                         tuple(profiles), skipped, timings, interrupted)
+                         tuple(profiles), skipped, timings, interrupted, load)
 
 
 def _each(rows: Sequence[Row], progress: Progress, label: str, work, out: list) -> None:

@@ -118,7 +118,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if report["parity"]:
         lines += ["## Layer parity against PyTorch fp32", "", *parity_markdown(report["parity"]), ""]
     if report["profiles"]:
-        lines += [f"## Layer time at batch {report['batch_size']}", "",
+        warning = (report.get("load") or {}).get("warning")
+        lines += [f"## Layer time at batch {report['batch_size']}", "", *([f"**{warning}**", ""] if warning else []),
                   "Each runtime's own profiler, per layer in ms (share of the layers' sum). Layout conversions "
                   "(reorders, transposes) count in the layer that reads their output; \"outside the profiler\" is "
                   "the measured latency the profiler does not see (input and output copies, the call itself).", "",
