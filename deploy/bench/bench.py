@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from core.contract import MAX_BATCH
-from core.errors import ToolkitError, UsageError
+from core.errors import ToolkitError, UsageError, first_line
 from core.host import allocator_tuned, torch_threads
 from core.load import LoadMonitor
 from core.onnx_file import OnnxInfo, read_onnx_info
@@ -181,7 +181,10 @@ def _load_runtime(name: str, state: _State, ref_outputs, sets, progress: Progres
         details = {k: described[k] for k in ("engine_source", "engine_s", "engine_path", "compile") if k in described}
         state.cold[name] = ColdStart(load_ms, first_ms, batch_sizes[0], details)
         progress.stage(f"{name}: parity")
-        parity = state.parity[name] = _parity(rt, ref_outputs, sets, state.reference, plan, info)
+        parity = _parity(rt, ref_outputs, sets, state.reference, plan, info)
+        if not parity.passed and state.torch_model is not None:
+            parity = replace(parity, divergence=_divergence(name, state, sets))
+        state.parity[name] = parity
         state.loaded[name], kept = (rt, parity, described.get("model")), True
     except RuntimeUnavailableError as e:
         _skip_or_raise(name, e, plan, state)
@@ -193,6 +196,20 @@ def _load_runtime(name: str, state: _State, ref_outputs, sets, progress: Progres
     finally:
         if not kept:
             rt.close()
+
+
+def _divergence(name: str, state: _State, sets: list[tuple[str, np.ndarray]]) -> str:
+    """Where a failing runtime first leaves its tolerance: the layer comparison on this row only (deploy/layers/),
+    on the validation images when there are any."""
+    from deploy.layers.parity import first_divergence
+
+    x = dict(sets).get("images", dict(sets)["random"])
+    try:
+        found = first_divergence(state.path, name, state.plan.options, state.torch_model, x)
+    except ToolkitError as e:
+        return f"layer comparison not possible: {first_line(e)}"
+    return str(found) if found else ("every layer is within its layer tolerance: the miss is in the logits' own "
+                                     "tolerance only")
 
 
 def _time_all(states: list[_State], plan: BenchPlan, progress: Progress, monitor: LoadMonitor) -> bool:

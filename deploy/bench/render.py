@@ -43,6 +43,8 @@ def _details(report: BenchReport, bullet: str) -> list[str]:
             lines.append(f"{bullet}parity {check} [{parity.note}]")
             for out in check.outputs:
                 lines.extend(f"{bullet}  {out.name}: {f}" for f in out.failures)
+        if parity.divergence and not parity.passed:
+            lines.append(f"{bullet}  {parity.divergence}")
     lines += [f"{bullet}skipped {n}: {why}" for n, why in report.skipped.items()]
     lines += [f"{bullet}ERROR {n}: {msg}" for n, msg in report.errors.items()]
     lines += [f"{bullet}warning {r.runtime} b{r.batch_size}: {w}" for r in report.results for w in r.warnings]

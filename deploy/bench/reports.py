@@ -60,6 +60,7 @@ class RuntimeParity:
     reference: str
     checks: tuple[ParityReport, ...]
     note: str = ""
+    divergence: str | None = None   # a failed check: where it first leaves its tolerance, layer by layer
 
     @property
     def passed(self) -> bool:
@@ -67,7 +68,7 @@ class RuntimeParity:
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "reference": self.reference, "note": self.note,
-                "checks": [c.to_dict() for c in self.checks]}
+                "first_divergence": self.divergence, "checks": [c.to_dict() for c in self.checks]}
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,9 @@ class BenchReport:
 
     def failures(self) -> list[str]:
         out = [self.failure] if self.failure else []
-        out += [f"parity failed: {c}" for p in self.parity.values() for c in p.checks if not c.passed]
+        for p in self.parity.values():
+            failed = [f"parity failed: {c}" for c in p.checks if not c.passed]
+            out += failed + ([f"  {p.divergence}"] if failed and p.divergence else [])
         return out + [f"{name}: {msg}" for name, msg in self.errors.items()]
 
     def to_dict(self) -> dict[str, Any]:

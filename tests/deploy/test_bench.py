@@ -180,3 +180,27 @@ def test_interrupted_bench_returns_partial_report(tiny_onnx):
     assert report.interrupted and not report.passed
     assert [(r.runtime, r.batch_size, r.interrupted) for r in report.results] == [("onnxruntime", 1, True)]
     assert report.results[0].latency_ms.samples == 4
+
+
+def test_a_parity_failure_names_the_first_diverging_layer(tmp_path):
+    """conv3's weight doubled in the ONNX file: the bench fails parity and says conv3 is where it starts."""
+    import onnx
+    from onnx import numpy_helper
+
+    from tests.export.layer_graphs import shared_forms
+
+    forms = shared_forms()
+    model = onnx.load(str(forms.save("fp32-conv", tmp_path / "good.onnx")))
+    for init in model.graph.initializer:
+        if init.name == "features.conv3.weight":
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 2, init.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, str(broken))
+    plan = BenchPlan(runtimes=("onnxruntime",), batch_sizes=(1,), timing=QUICK, parity_samples=4)
+    report = run_bench(broken, plan, reference=lambda: forms.model)
+    assert not report.passed
+    failures = "\n".join(report.failures())
+    assert "parity failed: " in failures and "first diverging layer: conv3 (onnxruntime fp32" in failures
+    assert "pool2 before it" in failures
+    assert report.to_dict()["parity"]["onnxruntime"]["first_divergence"].startswith("first diverging layer: conv3")
+    assert "first diverging layer: conv3" in render_text(report)
