@@ -13,6 +13,7 @@ import click
 
 from commands import EXIT_FAILED, EXIT_INTERRUPTED, exit_code
 from commands.bench import bench
+from commands.capacity import capacity
 from commands.export import export
 from commands.inspect import inspect
 from commands.pipeline import pipeline
@@ -68,7 +69,7 @@ def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     tune_allocator()  # process-wide malloc thresholds, set by the entry point only: torch eager 30-50 % faster
 
 
-for command in (train, export, bench, predict, pipeline, triton, inspect):
+for command in (train, export, bench, predict, pipeline, triton, inspect, capacity):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -6,3 +6,5 @@ PIPELINE_FORMAT = "alexnet-deploy/pipeline-report"  # pipeline OUT/report/report
 # 2: rows name their file (model), skipped runtime × precision pairs; 3: rows carry their latency CV, the report a
 # recommendation and (with --baseline) a gate; 4: rows carry their samples by round and 95 % intervals
 PIPELINE_FORMAT_VERSION = 4
+CAPACITY_FORMAT = "alexnet-deploy/capacity-report"  # capacity OUT/capacity.json
+CAPACITY_FORMAT_VERSION = 1

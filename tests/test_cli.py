@@ -15,7 +15,7 @@ def run(*args):
 def test_help_lists_every_command():
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("train", "export", "bench", "predict", "pipeline", "triton", "inspect"):
+    for command in ("train", "export", "bench", "predict", "pipeline", "triton", "inspect", "capacity"):
         assert command in result.output
         sub = run(command, "--help")
         assert sub.exit_code == 0 and "Usage:" in sub.output
