@@ -54,6 +54,9 @@ def _ignored_train_options(ctx: click.Context) -> list[str]:
               help="Fixed-seed random inputs each runtime is compared on (the validation images are compared too).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch, ONNX Runtime and OpenVINO in the bench. Default: the usable cores.")
+@click.option("--layers/--no-layers", default=True, show_default=True,
+              help="Add the recommended deployments' layer parity and layer time (by each runtime's profiler) to "
+                   "the report.")
 @gate_options("An earlier run's OUT/report/report.json (or a bench --json) to compare with: exit 1 when a row "
               "shared by both is slower than --max-slowdown, fails parity that passed, or lost top-1 (the report is "
               "written first; it may be the report this run replaces with --overwrite).")
@@ -63,7 +66,7 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
              precisions: tuple[str, ...], batch_sizes: tuple[int, ...], warmup: tuple[int, float], duration: float,
              task_images: int | None, calibration_images: int, parity_samples: int, threads: int | None,
              baseline: Path | None, max_slowdown: float, max_accuracy_drop: float, inconclusive: str, rounds: int,
-             **train_opts) -> None:
+             layers: bool, **train_opts) -> None:
     """Train, export each precision, bench and check every runtime, and write one deployment report.
 
     Writes OUT/train/ (the run), OUT/onnx/model.<precision>[.native-lrn].onnx (each runtime runs the LRN form measured
@@ -92,7 +95,7 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
         options=runtime_options({"threads": threads, "device": train_opts["device"]}),
         calibration_images=calibration_images, parity_samples=parity_samples, task_images=task_images,
         overwrite=train_opts["overwrite"], max_accuracy_drop=max_accuracy_drop,
-        baseline=str(baseline) if baseline else None, max_slowdown=max_slowdown)
+        baseline=str(baseline) if baseline else None, max_slowdown=max_slowdown, layers=layers)
     shown = ctx.obj["progress"]
     progress = PipelineProgress(show_progress=shown, bench=progress_for(shown),
                                 export=(lambda text: click.echo(f"[export] {text}", err=True)) if shown else None)

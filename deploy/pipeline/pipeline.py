@@ -27,7 +27,7 @@ from runtimes.registry import RUNTIME_NAMES, availability, runtime_class
 from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)
-STAGES = ("train", "export", "bench", "task parity", "report")
+STAGES = ("train", "export", "bench", "task parity", "layers", "report")
 RUN_ENTRIES = ("train", "onnx", stages.REPORT_DIR)   # what a pipeline run writes into its folder
 
 
@@ -53,6 +53,7 @@ class PipelineConfig:
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
     baseline: str | None = None            # a bench or pipeline report JSON to gate this run against (deploy/gate.py)
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN  # the gate: a row this much slower (fraction) than the baseline fails
+    layers: bool = True                    # layer parity and layer time of the recommended deployments (report.md)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_accuracy_drop) and 0 <= self.max_accuracy_drop <= 100):
@@ -180,6 +181,11 @@ def _run_stages(config: PipelineConfig, given: TorchModel | None, given_meta: Ma
         _stage(record, 4, "task parity on the validation images")
         stages.task_parity_stage(torch_model, meta, [(t.runtime, t.precision, exported[t.export]) for t in ran],
                                  config.options, config.batch_sizes, config.task_images, record)
+        if config.layers:
+            from deploy.pipeline.layers_stage import layers_stage
+
+            _stage(record, 5, "layer parity and layer time of the recommendation")
+            layers_stage(torch_model, meta, record, config.options)
     if exported and not record.results and all(v["status"] == "skipped" for v in record.runtimes.values()):
         record.no_runtime = True  # available on paper, but every one of them turned out unable to run here
 
@@ -245,5 +251,5 @@ def _settings(config: PipelineConfig) -> dict[str, Any]:
             "parity_samples": config.parity_samples, "export_parity_images": config.export_parity_images,
             "calibration_images": config.calibration_images, "task_images": config.task_images,
             "max_accuracy_drop": config.max_accuracy_drop, "baseline": config.baseline,
-            "max_slowdown": config.max_slowdown,
+            "max_slowdown": config.max_slowdown, "layers": config.layers,
             "train": None if config.checkpoint else config.train.to_dict()}

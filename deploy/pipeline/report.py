@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from core.contract import PRECISIONS
 from core.environment import describe_environment
@@ -49,6 +49,7 @@ class PipelineRecord:
     no_runtime: bool = False                                            # none of the requested runtimes can run
     baseline: dict[str, Any] | None = field(default=None, repr=False)   # --baseline report (deploy/gate.py)
     gate: dict[str, Any] | None = None                                  # the gate's verdict against it, once judged
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)     # objective → the pick's layer table
 
     def skip(self, runtime: str, precision: str, reason: str) -> None:
         self.skipped[(runtime, precision)] = reason
@@ -100,7 +101,8 @@ class PipelineRecord:
             "skipped": [{"runtime": n, "precision": p, "reason": why} for (n, p), why in self.skipped.items()],
             "rows": self.rows(),
             "task_parity": {"source": self.task_source, "results": [t.to_dict() for t in self.task.values()]},
-            "bench_files": self.bench_files, "plots": self.plots, "notes": self.notes, "timings_s": self.timings_s})
+            "bench_files": self.bench_files, "plots": self.plots, "notes": self.notes, "timings_s": self.timings_s,
+            "layers": self.layers})
         budget = self.settings.get("max_accuracy_drop", DEFAULT_MAX_ACCURACY_DROP)
         head = {k: report[k] for k in ("format", "format_version", "status", "out", "failures", "interrupted_during")}
         # The answer first: what to ship, then (with --baseline) whether this run regressed; the evidence follows.
@@ -124,6 +126,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _training(report["training"], report["plots"])
     lines += _artifacts(report["artifacts"])
     lines += _results(report)
+    lines += _layers(report.get("layers") or {})
     lines += _exports(report["exports"])
     problems = [f"- FAILED {f}" for f in report["failures"]]
     problems += [f"- {v['status']} {name}: {v['reason']}" for name, v in report["runtimes"].items()
@@ -220,6 +223,22 @@ def _cells(r: dict[str, Any]) -> list[str]:
 
 def _ci(value: list[float] | None, fmt) -> str:
     return "" if value is None else f" ({fmt(value[0])}–{fmt(value[1])})"
+
+
+def _layers(layers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """report.md's section: per recommended deployment, its layer parity and layer time tables."""
+    from deploy.layers.report import parity_markdown, time_markdown
+
+    if not layers:
+        return []
+    lines = ["", "## Inside the recommended deployment", ""]
+    for objective, table in layers.items():
+        lines += [f"### {objective}: {table['runtime']} {table['precision']} at batch {table['batch_size']}", "",
+                  f"Layer by layer against PyTorch fp32 on {table['images']} validation images, and where the time "
+                  "goes by the runtime's own profiler (deploy/layers; `cli.py inspect` runs every runtime × "
+                  "precision).", ""]
+        lines += parity_markdown([table["parity"]]) + [""] + time_markdown([table["profile"]])
+    return lines
 
 
 def _exports(exports: dict[str, dict[str, Any]]) -> list[str]:

@@ -94,6 +94,22 @@ def test_end_to_end_writes_the_documented_report(e2e):
         assert lo <= r["throughput"] <= hi
     # Every row was timed in the same interleaved rounds: one load reading covers them all.
     assert report["environment"]["load"]["seconds"] > 0
+    # Inside the recommendation: each pick that is not PyTorch itself, layer by layer.
+    from export.layers import LAYERS
+
+    picks = {k: v for k, v in report["recommendation"].items() if k in ("latency", "throughput") and v}
+    wanted = {k for k, v in picks.items() if v["runtime"] != "torch"}
+    if {"latency", "throughput"} <= wanted and all(picks["latency"][k] == picks["throughput"][k]
+                                                   for k in ("runtime", "precision", "batch_size")):
+        wanted.discard("throughput")  # one deployment is shown once
+    assert set(report["layers"]) == wanted
+    for objective, table in report["layers"].items():
+        assert (table["runtime"], table["batch_size"]) == (picks[objective]["runtime"],
+                                                           picks[objective]["batch_size"])
+        assert [d["layer"] for d in table["parity"]["layers"]] == list(LAYERS)
+        assert table["profile"]["available"] and table["profile"]["measured_ms"] > 0
+    if report["layers"]:
+        assert "## Inside the recommended deployment" in (out / "report" / "report.md").read_text()
 
 
 def test_the_report_starts_with_the_recommendation(e2e):
