@@ -45,7 +45,7 @@ def plot_error(path: str | os.PathLike, report: Mapping[str, Any]) -> None:
     ax.set_yscale("log")
     ax.set_xticks(range(len(LAYERS)), LAYERS)
     ax.set(title="Layer parity against PyTorch fp32 (x: beyond the precision's layer tolerance)",
-           xlabel="layer", ylabel="relative error ‖runtime − PyTorch‖ / ‖PyTorch‖")
+           xlabel="layer", ylabel=f"relative error ‖runtime − PyTorch‖ / ‖PyTorch‖ (exact: {FLOOR:g})")
     ax.grid(alpha=0.3, which="both")
     if drawn:
         ax.legend(fontsize=8, ncols=2)
