@@ -105,7 +105,7 @@ def profile_layers(name: str, info: OnnxInfo, layer_map: LayerMap, torch_model: 
     precision = options.precision or info.precision
     blank = LayerProfile(name, precision, str(info.path), batch_size, PROFILERS.get(name, ("",))[0], False)
     ok, reason = has_profiler(name)
-    if ok and name == "torch" and options.device not in ("auto", "cpu"):
+    if ok and name == "torch" and _torch_on_gpu(options.device):
         ok, reason = False, "torch.profiler's CPU spans time the kernel launches on a GPU, not the kernels"
     if not ok:
         return dataclasses.replace(blank, reason=reason)
@@ -124,6 +124,17 @@ def profile_layers(name: str, info: OnnxInfo, layer_map: LayerMap, torch_model: 
     times, stray = attribute.attribute(nodes, layer_map, PROFILERS[name][1])
     return LayerProfile(name, precision, str(info.path), batch_size, PROFILERS[name][0], True, "", times, runs,
                         total, measured, stray)
+
+
+def _torch_on_gpu(device: str) -> bool:
+    """Whether the torch runtime would run on a GPU (``auto`` picks one when there is one)."""
+    if device == "cpu":
+        return False
+    if device != "auto":
+        return True
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _collect(name: str, info: OnnxInfo, torch_model: TorchModel | None, options: RuntimeOptions,
