@@ -2,6 +2,7 @@
 or CUDA, in the module's precision or in bf16."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Sequence, Union
 
 import numpy as np
@@ -82,6 +83,10 @@ class TorchRuntime(Runtime):
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self._allow_tf32
             torch.backends.cudnn.benchmark = self._cudnn_benchmark
             self.stream = torch.cuda.Stream(device=device)
+        if self._bf16 or device.type != "cpu":
+            # .to() casts and moves the module in place: a model given in code may be shared with other runtimes
+            # (the fp32 reference among them), so cast a copy of it.
+            model = copy.deepcopy(model)
         model = model.eval().to(device, dtype=torch.bfloat16 if self._bf16 else None)
         param = next(model.parameters(), None)
         self.precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(getattr(param, "dtype", None), "fp32")

@@ -22,6 +22,19 @@ def test_bf16_computes_in_bf16_close_to_fp32(tiny_onnx):
     np.testing.assert_allclose(low, reference, atol=0.05, rtol=0.05)
 
 
+def test_a_shared_module_stays_fp32_beside_its_bf16_runtime(tiny_onnx):
+    ok, reason = TorchRuntime.supports("bf16")
+    if not ok:
+        pytest.skip(reason)
+    shared = tiny_onnx.case.build()
+    x = tiny_onnx.case.sample(2)
+    with TorchRuntime(lambda: shared, input_shape=(3, 16, 16)) as fp32, \
+            TorchRuntime(lambda: shared, input_shape=(3, 16, 16), bf16=True):
+        assert next(shared.parameters()).dtype == torch.float32 and fp32.precision == "fp32"
+        np.testing.assert_array_equal(fp32.infer({"input": x})["logits"],
+                                      shared.eval()(torch.from_numpy(x)).detach().numpy())
+
+
 def test_factory_and_module_sources_agree(tiny_onnx):
     x = tiny_onnx.case.sample(3)
     with TorchRuntime(tiny_onnx.case.build, input_shape=(3, 16, 16)) as a, \
