@@ -7,7 +7,7 @@ import click
 
 
 def write_triton(model: Path, repo: Path, plan: Path | None = None, engine_cache: Path | None = None,
-                 no_plan: bool = False, **options) -> None:
+                 no_plan: bool = False, capacity: Path | None = None, **options) -> None:
     """Write the repository (also used by ``export --triton-repo``) and print what it holds."""
     from deploy.render import triton_summary
     from deploy.triton.repository import find_plan, write_triton_repository
@@ -16,10 +16,42 @@ def write_triton(model: Path, repo: Path, plan: Path | None = None, engine_cache
     engine, note = (None, None) if no_plan else find_plan(model, plan, engine_cache)
     if note:
         click.echo(f"Note: {note}", err=True)
-    lines, notes = triton_summary(write_triton_repository(model, repo, TritonOptions(**options), engine))
+    triton_options = TritonOptions(**options)
+    measured, notes = measured_configs(capacity, model, triton_options, engine is not None)
+    for line in notes:
+        click.echo(f"Note: {line}", err=True)
+    lines, notes = triton_summary(write_triton_repository(model, repo, triton_options, engine, measured))
     click.echo("\n".join(lines))
     for line in notes:
         click.echo(line, err=True)
+
+
+def measured_configs(capacity: Path | None, model: Path, options, plan: bool) -> tuple[dict, list[str]]:
+    """Backend → the configuration capacity.json measured on this very file (by sha256), and a note per backend
+    written without one.
+
+    Raises:
+        CapacityFileError: not a capacity report, or none of its answers is for this file.
+    """
+    if capacity is None:
+        return {}, []
+    from core.fileio import sha256_file
+    from core.onnx_file import read_onnx_info
+    from deploy.triton.measured import CapacityFileError, load_capacity, measured_for
+
+    report, sha256 = load_capacity(capacity), sha256_file(model)
+    own = read_onnx_info(model).precision
+    wanted = {"onnxruntime": own, **({"openvino": "bf16" if options.bf16 else own} if options.openvino else {}),
+              **({"tensorrt": own} if plan else {})}
+    found = {backend: m for backend, precision in wanted.items()
+             if (m := measured_for(report, str(capacity), sha256, backend, precision)) is not None}
+    if not found:
+        raise CapacityFileError(f"--capacity {capacity} holds no VALID Server answer for {model.name} (sha256 "
+                                f"{sha256[:12]}…) on {', '.join(f'{b} {p}' for b, p in wanted.items())}; measure "
+                                "this file with `cli.py capacity`")
+    notes = [f"no capacity measurement of {b} {p} on {model.name} in {capacity}: its model keeps the defaults"
+             for b, p in wanted.items() if b not in found]
+    return found, notes
 
 
 @click.command()
@@ -49,19 +81,34 @@ def write_triton(model: Path, repo: Path, plan: Path | None = None, engine_cache
               help="Also write <name>_openvino: the same file on Triton's OpenVINO backend (CPU instances, latency "
                    "hint), the fastest CPU serving measured here.")
 @click.option("--bf16", is_flag=True, help="The OpenVINO model computes in bf16 (HINT_BF16; CPUs with native bf16).")
+@click.option("--capacity", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A capacity.json from `cli.py capacity` on this file: each backend it measured gets the "
+                   "measured max batch, preferred batch size, queue delay, instance count and threads (the config's "
+                   "comment names the measurement) instead of --max-batch, --max-queue-delay and --instances.")
 @click.option("--overwrite", is_flag=True, help="Replace existing model folders of the same name.")
-def triton(model: Path, repo: Path, name: str | None, instances: int, kind: str, max_batch: int | None,
-           max_queue_delay: int, plan: Path | None, engine_cache: Path | None, no_plan: bool, openvino: bool,
-           bf16: bool, overwrite: bool) -> None:
+@click.pass_context
+def triton(ctx: click.Context, model: Path, repo: Path, name: str | None, instances: int, kind: str,
+           max_batch: int | None, max_queue_delay: int, plan: Path | None, engine_cache: Path | None, no_plan: bool,
+           openvino: bool, bf16: bool, capacity: Path | None, overwrite: bool) -> None:
     """Write a Triton Inference Server model repository for an exported ONNX file (and its TensorRT engine).
 
     REPO/<name>/config.pbtxt, REPO/<name>/labels.txt and REPO/<name>/1/model.onnx for the onnxruntime backend, plus
     REPO/<name>_openvino/ (--openvino) for the openvino backend and REPO/<name>_trt/ with 1/model.plan when a TensorRT
-    engine exists. Each model folder appears complete or not at all.
+    engine exists. Each model folder appears complete or not at all. With --capacity, each backend that `cli.py
+    capacity` measured on this file gets the measured batching, instances and threads, named in the config's comment.
     """
     if plan is not None and no_plan:
         raise click.BadParameter("give --plan or --no-plan, not both", param_hint="--plan")
     if bf16 and not openvino:
         raise click.BadParameter("--bf16 sets the OpenVINO model's precision: add --openvino", param_hint="--bf16")
-    write_triton(model, repo, plan, engine_cache, no_plan, name=name, max_batch=max_batch, instances=instances,
-                 kind=kind, max_queue_delay_us=max_queue_delay, overwrite=overwrite, openvino=openvino, bf16=bf16)
+    if capacity is not None:
+        from click.core import ParameterSource
+
+        given = [f"--{n.replace('_', '-')}" for n in ("instances", "max_batch", "max_queue_delay")
+                 if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+        if given:
+            raise click.BadParameter(f"--capacity sets what {', '.join(given)} would: give one or the other",
+                                     param_hint="--capacity")
+    write_triton(model, repo, plan, engine_cache, no_plan, capacity, name=name, max_batch=max_batch,
+                 instances=instances, kind=kind, max_queue_delay_us=max_queue_delay, overwrite=overwrite,
+                 openvino=openvino, bf16=bf16)

@@ -10,7 +10,8 @@ Layout (Triton's: a folder per model, numbered version folders, model files unde
     DIR/alexnet_trt/labels.txt
     DIR/alexnet_trt/1/model.plan
 
-config.pbtxt is built in ``export/triton_config.py``.
+config.pbtxt is built in ``deploy/triton/config.py``; ``deploy/triton/measured.py`` applies what ``cli.py capacity``
+measured (batching, instances, threads).
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from deploy.triton.config import (LABELS_NAME, PlanFile, TritonConfig, TritonError, TritonOptions, onnx_config,
                                   openvino_config, plan_config)
+from deploy.triton.measured import MeasuredConfig, apply_measured
 from core.fileio import sha256_file
 
 log = logging.getLogger(__name__)
@@ -73,7 +76,8 @@ def check_free(repo: str | os.PathLike, names: list[str], overwrite: bool = Fals
 
 
 def write_triton_repository(onnx_path: str | os.PathLike, repo: str | os.PathLike,
-                            options: TritonOptions = TritonOptions(), plan: PlanFile | None = None) -> TritonResult:
+                            options: TritonOptions = TritonOptions(), plan: PlanFile | None = None,
+                            measured: Mapping[str, MeasuredConfig] | None = None) -> TritonResult:
     """Write ``repo/<name>/`` for the ONNX file and, with ``plan``, ``repo/<name>_trt/`` for its TensorRT engine.
 
     Each model folder is built complete in a hidden temporary folder inside ``repo`` and renamed into place, so Triton
@@ -85,6 +89,9 @@ def write_triton_repository(onnx_path: str | os.PathLike, repo: str | os.PathLik
         repo: The model repository folder (created if needed); other models in it are left alone.
         options: Name, batch limit, instances, kind, queue delay, overwrite.
         plan: A TensorRT engine built from this ONNX file (checked against its manifest when there is one).
+        measured: Backend (onnxruntime, openvino, tensorrt) → the configuration ``cli.py capacity`` measured for it on
+            this file (deploy.triton.measured): its batching, instances and threads replace the defaults, and the
+            config's comment names the measurement.
 
     Raises:
         TritonError: an existing model folder without ``options.overwrite``, a plan built from another ONNX file,
@@ -92,12 +99,17 @@ def write_triton_repository(onnx_path: str | os.PathLike, repo: str | os.PathLik
     """
     onnx_path, repo = Path(onnx_path), Path(repo)
     config = onnx_config(onnx_path, options)
-    models = [(config, onnx_path, "model.onnx")]
+    measured = measured or {}
+
+    def tuned(cfg: TritonConfig) -> TritonConfig:
+        return apply_measured(cfg, measured[cfg.backend]) if cfg.backend in measured else cfg
+
+    models = [(tuned(config), onnx_path, "model.onnx")]
     if options.openvino:
-        models.append((openvino_config(config, options), onnx_path, "model.onnx"))
+        models.append((tuned(openvino_config(config, options)), onnx_path, "model.onnx"))
     if plan is not None:
         _check_plan_source(plan, onnx_path)
-        models.append((plan_config(config, plan, options), plan.path, "model.plan"))
+        models.append((tuned(plan_config(config, plan, options)), plan.path, "model.plan"))
     check_free(repo, [c.name for c, _, _ in models], options.overwrite)
     repo.mkdir(parents=True, exist_ok=True)
     staged: list[Path] = []

@@ -334,3 +334,70 @@ def test_export_with_triton_repo(checkpoint, tmp_path):
     assert (repo / "shapes" / "labels.txt").read_text().splitlines() == classes
     assert list(config.output[0].dims) == [len(classes)]
     assert filecmp.cmp(out, repo / "shapes" / "1" / "model.onnx", shallow=False)
+
+
+# ---- the configuration measured by `cli.py capacity` ----
+
+def capacity_report(path: Path, model: Path, rows: list[dict]) -> Path:
+    """A capacity.json as `cli.py capacity` writes it (the fields the Triton writer reads), for ``model``."""
+    from deploy.formats import CAPACITY_FORMAT, CAPACITY_FORMAT_VERSION
+
+    base = {"precision": "fp32", "sha256": sha256_file(model), "server_max_qps": 300.0, "server_p99_ms": 41.5,
+            "valid": True, "loadgen_summary": "trials/x/05-server/mlperf_log_summary.txt"}
+    path.write_text(json.dumps({"format": CAPACITY_FORMAT, "format_version": CAPACITY_FORMAT_VERSION,
+                                "created": "2026-12-07T12:00:00+00:00", "slo_ms": 50.0,
+                                "results": [{**base, **row} for row in rows]}))
+    return path
+
+
+def measured(runtime: str, max_batch: int, delay: int, executors: int, threads: int, mode: str = "instances"):
+    return {"runtime": runtime, "config": {"max_batch": max_batch, "queue_delay_us": delay, "executors": executors,
+                                           "threads": threads, "mode": mode, "preferred_batch_sizes": []}}
+
+
+def test_capacity_sets_the_measured_batching_instances_and_threads(tiny_with_meta, tmp_path):
+    report = capacity_report(tmp_path / "capacity.json", tiny_with_meta, [
+        measured("onnxruntime", 4, 500, 2, 1), measured("openvino", 8, 0, 2, 1, "streams")])
+    result = triton_cli(tiny_with_meta, "--repo", tmp_path / "repo", "--openvino", "--no-plan", "--capacity", report)
+    assert result.exit_code == 0, result.output
+    ort = parse_config(tmp_path / "repo" / "alexnet")
+    assert ort.max_batch_size == 4 and list(ort.dynamic_batching.preferred_batch_size) == [4]
+    assert ort.dynamic_batching.max_queue_delay_microseconds == 500
+    assert ort.instance_group[0].count == 2 and ort.instance_group[0].kind == enum("ModelInstanceGroup.Kind",
+                                                                                   "KIND_CPU")
+    assert {k: v.string_value for k, v in ort.parameters.items()} == {"intra_op_thread_count": "1",
+                                                                      "inter_op_thread_count": "1"}
+    ov = parse_config(tmp_path / "repo" / "alexnet_openvino")
+    assert ov.max_batch_size == 8 and ov.instance_group[0].count == 1  # two streams inside one instance
+    assert {k: v.string_value for k, v in ov.parameters.items()} == {
+        "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2", "INFERENCE_NUM_THREADS": "2"}
+    text = (tmp_path / "repo" / "alexnet" / "config.pbtxt").read_text()
+    assert "measured by alexnet-deploy capacity" in text and "300 QPS at p99 41.5 ms (SLO 50 ms)" in text
+    assert "trials/x/05-server/mlperf_log_summary.txt" in text
+
+
+def test_capacity_of_one_backend_leaves_the_other_at_its_defaults(tiny_with_meta, tmp_path):
+    report = capacity_report(tmp_path / "capacity.json", tiny_with_meta, [measured("openvino", 2, 0, 2, 1)])
+    result = triton_cli(tiny_with_meta, "--repo", tmp_path / "repo", "--openvino", "--no-plan", "--capacity", report)
+    assert result.exit_code == 0 and "no capacity measurement of onnxruntime fp32" in result.output
+    assert parse_config(tmp_path / "repo" / "alexnet").max_batch_size == MAX_BATCH
+    ov = parse_config(tmp_path / "repo" / "alexnet_openvino")
+    assert ov.instance_group[0].count == 2 and ov.parameters["NUM_STREAMS"].string_value == "1"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("another-file", "holds no VALID Server answer for model.onnx"),
+    ("not-a-report", "not a capacity report"),
+    ("with-instances", "--capacity sets what --instances would"),
+])
+def test_capacity_misuse_is_a_usage_error(tiny_with_meta, tiny_static, tmp_path, case, message):
+    if case == "not-a-report":
+        report = tmp_path / "r.json"
+        report.write_text(json.dumps({"format": "alexnet-deploy/bench-report", "format_version": 2}))
+    else:
+        report = capacity_report(tmp_path / "capacity.json", tiny_static if case == "another-file" else
+                                 tiny_with_meta, [measured("onnxruntime", 4, 0, 1, 2)])
+    extra = ["--instances", "3"] if case == "with-instances" else []
+    result = triton_cli(tiny_with_meta, "--repo", tmp_path / "repo", "--no-plan", "--capacity", report, *extra)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "repo").exists()
