@@ -130,10 +130,10 @@ class Edge:
 
 def bisect_qps(probe: Callable[[float], Trial], slo_ms: float, start: float, floor: float, max_trials: int,
                ratio: float = 1.1, step: float = 1.3, lo: Trial | None = None) -> Edge:
-    """Bisect the Server target QPS: up by ``step`` while runs meet the SLO, down while they fail (by ``step``, or to
-    0.9 × the QPS the failing run completed when that is lower), then the geometric middle until the failing probe
-    is within ``ratio`` of the passing one (or ``max_trials`` ran, or the QPS fell below ``floor``). ``lo``: a run
-    already known to pass (its QPS is not probed again)."""
+    """Bisect the Server target QPS: up by ``step`` while runs meet the SLO, down while they fail (by ``step`` or the
+    square root of the p99's overshoot, whichever is more, and at least to 0.9 × the QPS the run completed), then
+    the geometric middle until the failing probe is within ``ratio`` of the passing one (or ``max_trials`` ran, or
+    the QPS fell below ``floor``). ``lo``: a run already known to pass (its QPS is not probed again)."""
     trials: list[Trial] = []
     hi: Trial | None = None
     qps = start
@@ -152,16 +152,17 @@ def bisect_qps(probe: Callable[[float], Trial], slo_ms: float, start: float, flo
             qps = math.sqrt(low * high)
         elif low is not None:
             qps = low * step
-        else:  # what the overloaded server did complete is a better guess than a fixed step down
+        else:  # how far it missed says how far to step down: the QPS it completed, or the p99's overshoot
             done = trial.result.get("completed_qps") or 0.0
-            qps = min(high / step, 0.9 * done) if done > 0 else high / step
+            over = math.sqrt(max(1.0, (trial.p99_ms or 0.0) / slo_ms))
+            qps = min(high / max(step, over), 0.9 * done if done > 0 else high)
             if qps < floor:
                 break
     return Edge(lo, hi, tuple(trials))
 
 
 def server_search(trial_at: Callable[[ServingConfig, float], Trial], options: list[tuple[ServingConfig, float]],
-                  refinements: Callable[[ServingConfig], list[ServingConfig]], slo_ms: float, floor: float,
+                  refinements: Callable[[ServingConfig, float], list[ServingConfig]], slo_ms: float, floor: float,
                   max_trials: int, ratio: float = 1.1) -> tuple[ServingConfig | None, Edge, list[Trial]]:
     """The tournament: bisect the best-predicted configuration; each other one (then each refinement of the
     winner) first runs at 1.05 × the best QPS so far and is dropped if that fails, else bisected upwards.
@@ -194,7 +195,7 @@ def server_search(trial_at: Callable[[ServingConfig, float], Trial], options: li
     for config, predicted in options:
         attempt(config, predicted)
     if winner is not None:
-        for config in refinements(winner):
+        for config in refinements(winner, edge.best.settings.target_qps):
             if config != winner:
                 attempt(config, 0.0)
     return winner, replace(edge, trials=tuple(done)), done

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from core.errors import UnavailableError
+from core.load import CpuTimes, LoadShare
 from deploy.serving.executors import Executors, ServingConfig
 from deploy.serving.server import Response, Server
 
@@ -68,6 +69,7 @@ class Trial:
     result: dict[str, Any]
     server: dict[str, Any]
     wall_s: float
+    load: dict[str, Any] = field(default_factory=dict)   # other processes' CPU share while it ran (core.load)
     accuracy: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
@@ -87,7 +89,7 @@ class Trial:
         return {"scenario": self.scenario, "config": self.config.to_dict(), "settings": self.settings.to_dict(),
                 "folder": self.folder, "loadgen_summary": f"{self.folder}/mlperf_log_summary.txt",
                 "loadgen_detail": f"{self.folder}/mlperf_log_detail.txt", "valid": self.valid, **self.result,
-                "server": self.server, "accuracy": self.accuracy, "wall_s": round(self.wall_s, 2)}
+                "server": self.server, "load": self.load, "accuracy": self.accuracy, "wall_s": round(self.wall_s, 2)}
 
 
 def serve(executors: Executors, config: ServingConfig, max_queue_wait_us: int | None = None
@@ -128,7 +130,7 @@ def run_trial(make_server: Callable[[Callable[[list[Response]], None]], Any], co
     server = make_server(respond)
     sut = lg.ConstructSUT(lambda query: server.submit([(s.id, samples[s.index]) for s in query]), lambda: None)
     qsl = lg.ConstructQSL(len(samples), len(samples), lambda indices: None, lambda indices: None)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), CpuTimes.now()
     try:
         interrupted = _start_test(lg, sut, qsl, _settings(lg, settings), _log_settings(lg, tmp), server, tick)
     finally:
@@ -144,8 +146,10 @@ def run_trial(make_server: Callable[[Callable[[list[Response]], None]], Any], co
             path.unlink()
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+    share = LoadShare.between(cpu, CpuTimes.now())
+    load = {"other_share": share.other_share, "steal_share": share.steal_share, "busy": share.busy}
     trial = Trial(settings.scenario, config, settings, name, read_results(folder / "mlperf_log_detail.txt"),
-                  server.stats.to_dict(), time.perf_counter() - start)
+                  server.stats.to_dict(), time.perf_counter() - start, load)
     log.debug("trial %s: %s", name, trial.result.get("validity"))
     return trial
 
