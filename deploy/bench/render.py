@@ -101,6 +101,19 @@ def _figure(choice: dict) -> str:
     return f"{one(choice['value'])} {choice['unit']}{interval}"
 
 
+def _serving(choice: dict) -> str:
+    """A capacity pick's evidence: the serving configuration, its p99, and the failed probe just above."""
+    d = choice.get("detail")
+    if not d:
+        return ""
+    c, above = d.get("config") or {}, d.get("probe_above") or {}
+    config = (f"max batch {c.get('max_batch')}, queue delay {c.get('queue_delay_us')} µs, {c.get('executors')} "
+              f"executor(s) × {c.get('threads')} thread(s)") if c else "its configuration"
+    probe = (f"; {above['target_qps']:g} QPS failed (p99 {ms(above.get('p99_ms'))} ms"
+             f"{', INVALID' if not above.get('valid') else ''})" if above.get("target_qps") else "")
+    return f" (LoadGen Server VALID at p99 {ms(d.get('server_p99_ms'))} ms; {config}{probe})"
+
+
 def _first_clause(reason: str) -> str:
     """``TensorRT is not installed (No module named ...); install ...`` → ``TensorRT is not installed``: the verdict
     stays short, the full reason is in the report's skips."""
@@ -113,15 +126,19 @@ def verdict_lines(rec: dict, bullet: str = "- ", markdown: bool = True) -> list[
     strong = (lambda s: f"**{s}**") if markdown else (lambda s: s)
     code = (lambda s: f"`{s}`") if markdown else (lambda s: s)
     lines = []
-    for objective, title in (("latency", "Lowest latency"), ("throughput", "Highest throughput")):
+    titles = [("latency", "Lowest latency"), ("throughput", "Highest throughput")]
+    if "capacity" in rec:
+        titles.append(("capacity", "Most requests per second under the latency SLO"))
+    for objective, title in titles:
         c = rec[objective]
         if c is None:
             lines.append(f"{bullet}{strong(title)}: nothing to recommend: {rec['unmet'][objective]}.")
             continue
         sha = f" (sha256 {code(c['sha256'][:12] + '…')})" if c.get("sha256") else ""
         model = c["model"].replace("\\", "/").rsplit("/", 1)[-1] if c.get("model") else "-"
-        line = (f"{bullet}{strong(title)} (batch {c['batch_size']}): {strong(c['runtime'] + ' ' + c['precision'])}"
-                f" — {code(model)}{sha}: {_figure(c)}, speedup vs PyTorch fp32 "
+        where = f"p99 <= {c['detail']['slo_ms']:g} ms" if c.get("detail") else f"batch {c['batch_size']}"
+        line = (f"{bullet}{strong(title)} ({where}): {strong(c['runtime'] + ' ' + c['precision'])}"
+                f" — {code(model)}{sha}: {_figure(c)}{_serving(c)}, speedup vs PyTorch fp32 "
                 f"{_speedup(c['speedup_vs_torch_fp32'])}, top-1 {c['accuracy_delta_points']:+.2f} points.")
         if c.get("tied_with"):
             line += (f" Tie within measurement noise with {', '.join(c['tied_with'])} (overlapping 95% intervals): "

@@ -15,7 +15,7 @@ from runtimes.registry import RUNTIME_NAMES  # names only: no adapter is importe
 
 DEFAULT_MAX_ACCURACY_DROP = 0.5   # top-1 points a row may lose against PyTorch fp32 and still be recommended
 REFERENCE = ("torch", "fp32")     # the row every speedup is measured against
-OBJECTIVES = ("latency", "throughput")
+OBJECTIVES = ("latency", "throughput")  # and "capacity" when the report holds a capacity measurement
 # Deployment simplicity, simplest first: one small wheel running a portable file; then the whole training framework;
 # then the GPU stacks (a driver and CUDA), TensorRT last (an engine built per GPU model and TensorRT version).
 SIMPLICITY = ("onnxruntime", "openvino", "torch", "onnxruntime-cuda", "tensorrt")
@@ -42,12 +42,13 @@ class Choice:
     ci95: tuple[float, float] | None = None   # 95 % interval of ``value``
     tied_with: tuple[str, ...] = ()       # "runtime precision" rows within measurement noise of the fastest
     tie_break: str | None = None          # why this one of the tied rows: "higher top-1", "simpler runtime", ...
+    detail: dict[str, Any] | None = None  # capacity: the SLO, the serving configuration, p99, the failed probe above
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("objective", "runtime", "precision", "batch_size", "model", "sha256",
                                              "value", "unit", "speedup_vs_torch_fp32", "accuracy_delta_points")}
         out.update(ci95=None if self.ci95 is None else list(self.ci95), tied_with=list(self.tied_with),
-                   tie_break=self.tie_break)
+                   tie_break=self.tie_break, detail=self.detail)
         out["runner_up"] = None if self.runner_up is None else {
             k: v for k, v in self.runner_up.to_dict().items() if k != "runner_up"}
         return out
@@ -63,11 +64,14 @@ class Recommendation:
     notes: tuple[str, ...]                         # how the figures were taken (batch used, missing reference)
     excluded: tuple[dict[str, str], ...]           # runtime, precision, reason: measured but not eligible
     not_measured: tuple[dict[str, Any], ...]       # runtime, precision (None = every one), status, reason
+    capacity: Choice | None = None                 # the most Server QPS at the SLO (pipeline --slo-ms)
+    capacity_measured: bool = False                # whether the report holds a capacity measurement at all
 
     def to_dict(self) -> dict[str, Any]:
+        measured = {"capacity": self.capacity.to_dict() if self.capacity else None} if self.capacity_measured else {}
         return {"max_accuracy_drop_points": self.max_accuracy_drop_points, "tie_rule": TIE_RULE,
                 "latency": self.latency.to_dict() if self.latency else None,
-                "throughput": self.throughput.to_dict() if self.throughput else None,
+                "throughput": self.throughput.to_dict() if self.throughput else None, **measured,
                 "unmet": dict(self.unmet), "notes": list(self.notes), "excluded": [dict(e) for e in self.excluded],
                 "not_measured": [dict(n) for n in self.not_measured]}
 
@@ -101,8 +105,42 @@ def recommend(report: Mapping[str, Any], max_accuracy_drop: float = DEFAULT_MAX_
         if why:
             unmet[objective] = why
     excluded = tuple({"runtime": n, "precision": p, "reason": why} for (n, p), why in reasons.items() if why)
+    capacity = report.get("capacity")
+    if capacity:
+        choices["capacity"], why = _choose_capacity(capacity, rows, reasons, report.get("artifacts", []))
+        if why:
+            unmet["capacity"] = why
     return Recommendation(max_accuracy_drop, choices["latency"], choices["throughput"], unmet,
-                          tuple(dict.fromkeys(notes)), excluded, not_measured(report))
+                          tuple(dict.fromkeys(notes)), excluded, not_measured(report), choices.get("capacity"),
+                          bool(capacity))
+
+
+def _choose_capacity(capacity: Mapping[str, Any], rows: list[Mapping[str, Any]], reasons: Mapping[tuple, str | None],
+                     artifacts: Sequence[Mapping[str, Any]]) -> tuple[Choice | None, str]:
+    """The most Server QPS at the SLO among the VALID answers of runtime × precision pairs that may be shipped
+    (the same eligibility as the other objectives: parity and the top-1 budget), and its runner-up."""
+    slo = capacity["slo_ms"]
+    answered = [r for r in capacity.get("results", []) if r.get("valid") and r.get("server_max_qps")]
+    eligible = sorted((r for r in answered if reasons.get((r["runtime"], r["precision"]), "not benched") is None),
+                      key=lambda r: (-r["server_max_qps"], _index(SIMPLICITY, r["runtime"])))
+    if not eligible:
+        return None, (f"no runtime × precision served a VALID LoadGen Server run at p99 <= {slo:g} ms" if not answered
+                      else "every runtime × precision that met the SLO is not eligible (see the excluded rows)")
+    delta = {(r["runtime"], r["precision"]): r["accuracy_delta_points"] for r in rows}
+    torch_qps = next((r["server_max_qps"] for r in answered if (r["runtime"], r["precision"]) == REFERENCE), None)
+
+    def choice(r: Mapping[str, Any], runner_up: Choice | None = None) -> Choice:
+        detail = {"slo_ms": slo, "config": r.get("config"), "server_p99_ms": r.get("server_p99_ms"),
+                  "probe_above": r.get("probe_above"), "offline_samples_per_s": r.get("offline_samples_per_s"),
+                  "loadgen_summary": r.get("loadgen_summary")}
+        return Choice("capacity", r["runtime"], r["precision"], int((r.get("config") or {}).get("max_batch") or 1),
+                      r.get("model"), r.get("sha256") or _sha256(r.get("model"), artifacts), r["server_max_qps"],
+                      "QPS", r["server_max_qps"] / torch_qps if torch_qps else None,
+                      delta[(r["runtime"], r["precision"])], runner_up, detail=detail)
+
+    second = next((r for r in eligible[1:] if (r["runtime"], r["precision"]) !=
+                   (eligible[0]["runtime"], eligible[0]["precision"])), None)
+    return choice(eligible[0], None if second is None else choice(second)), ""
 
 
 def not_measured(report: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:

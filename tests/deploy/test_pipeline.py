@@ -122,7 +122,7 @@ def test_the_report_starts_with_the_recommendation(e2e):
         pick = rec[objective]
         assert set(pick) == {"objective", "runtime", "precision", "batch_size", "model", "sha256", "value", "unit",
                              "speedup_vs_torch_fp32", "accuracy_delta_points", "runner_up", "ci95", "tied_with",
-                             "tie_break"}
+                             "tie_break", "detail"}
         assert pick["ci95"][0] <= pick["value"] <= pick["ci95"][1]
         assert (pick["objective"], pick["batch_size"], pick["unit"]) == (objective, batch, unit)
         row = next(r for r in report["rows"] if (r["runtime"], r["precision"], r["batch_size"]) ==

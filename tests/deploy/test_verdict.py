@@ -10,7 +10,8 @@ from deploy.pipeline.report import PipelineRecord, render_markdown
 from deploy.bench.verdict import recommend
 
 FIELDS = {"objective", "runtime", "precision", "batch_size", "model", "sha256", "value", "unit",
-          "speedup_vs_torch_fp32", "accuracy_delta_points", "runner_up", "ci95", "tied_with", "tie_break"}
+          "speedup_vs_torch_fp32", "accuracy_delta_points", "runner_up", "ci95", "tied_with", "tie_break",
+          "detail"}
 FILES = {"torch": "run/model.safetensors", "fp32": "onnx/model.fp32.onnx", "fp16": "onnx/model.fp16.onnx",
          "int8": "onnx/model.int8.onnx"}
 
@@ -145,6 +146,43 @@ def test_the_tie_and_the_interval_are_in_the_rendered_verdict():
     assert "**onnxruntime int8**" in text and "5.00 ms (95% CI 4.75–5.25)" in text
     assert "Tie within measurement noise with openvino int8 (overlapping 95% intervals): chosen for a simpler " \
            "runtime than openvino int8." in text
+
+
+def capacity_row(runtime: str, precision: str, qps: float | None, valid: bool = True) -> dict:
+    return {"runtime": runtime, "precision": precision, "model": FILES["torch" if runtime == "torch" else precision],
+            "sha256": None, "server_max_qps": qps, "server_p99_ms": 40.0, "valid": valid,
+            "config": {"max_batch": 16, "queue_delay_us": 2000, "executors": 2, "threads": 1},
+            "probe_above": {"target_qps": (qps or 0) * 1.08, "p99_ms": 70.0, "valid": True},
+            "offline_samples_per_s": (qps or 0) * 1.1, "loadgen_summary": f"trials/{runtime}/summary.txt"}
+
+
+def test_capacity_is_a_third_objective_when_measured_with_the_same_eligibility():
+    rows = DEMO + [row("openvino", "int8", 1, 4.5, delta=-0.9), row("openvino", "int8", 32, 80.0, delta=-0.9)]
+    capacity = {"slo_ms": 50.0, "results": [
+        capacity_row("torch", "fp32", 90.0), capacity_row("onnxruntime", "fp32", 110.0),
+        capacity_row("onnxruntime", "int8", 260.0), capacity_row("openvino", "int8", 400.0),  # beyond the budget
+        capacity_row("onnxruntime", "fp16", 500.0, valid=False)]}                               # not a VALID answer
+    rec = recommend({**report(rows), "capacity": capacity}).to_dict()
+    c = rec["capacity"]
+    assert set(c) == FIELDS and (c["runtime"], c["precision"], c["unit"]) == ("onnxruntime", "int8", "QPS")
+    assert c["value"] == 260.0 and c["speedup_vs_torch_fp32"] == pytest.approx(260 / 90) and c["batch_size"] == 16
+    assert c["detail"]["slo_ms"] == 50.0 and c["detail"]["probe_above"]["target_qps"] == pytest.approx(280.8)
+    assert (c["runner_up"]["runtime"], c["runner_up"]["precision"]) == ("onnxruntime", "fp32")
+    # Without a capacity measurement the verdict has no such key; with one that nothing met, it says why.
+    assert "capacity" not in recommend(report(rows)).to_dict()
+    none = recommend({**report(rows), "capacity": {"slo_ms": 5.0, "results": [capacity_row("torch", "fp32", None,
+                                                                                             valid=False)]}})
+    assert none.to_dict()["capacity"] is None and "p99 <= 5 ms" in none.unmet["capacity"]
+
+
+def test_the_capacity_pick_is_rendered_with_its_evidence():
+    from deploy.bench.render import verdict_lines
+
+    capacity = {"slo_ms": 50.0, "results": [capacity_row("onnxruntime", "int8", 260.0)]}
+    text = "\n".join(verdict_lines(recommend({**report(DEMO), "capacity": capacity}).to_dict()))
+    assert "**Most requests per second under the latency SLO** (p99 <= 50 ms): **onnxruntime int8**" in text
+    assert "260.0 QPS (LoadGen Server VALID at p99 40.00 ms; max batch 16, queue delay 2000 µs, 2 executor(s) × 1 " \
+           "thread(s); 280.8 QPS failed (p99 70.00 ms))" in text
 
 
 def test_skipped_runtimes_and_pairs_are_listed_as_not_measured():
