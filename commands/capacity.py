@@ -67,6 +67,9 @@ def _share(ctx: click.Context, param: click.Parameter, value: str) -> float:
               help="The largest batch the search profiles and may configure.")
 @click.option("--max-trials", type=click.IntRange(1, 200), default=12, show_default=True,
               help="Server runs per runtime × precision (the bisection and the other candidates share them).")
+@click.option("--max-run", type=FiniteRange(min=5, max=3600), default=60.0, show_default=True,
+              help="The search's floor: Server probes stop at the QPS whose --min-queries would take longer than "
+                   "this many seconds (the answer is then 'nothing at or above that QPS').")
 @click.option("--tail-share", default="0.5%", show_default=True, callback=_share,
               help="Server runs are sized so that one with this share of its queries over the SLO passes LoadGen's "
                    "early stopping (0.5% needs 2,144 queries; 0 gives LoadGen's floor of 459).")
@@ -103,6 +106,7 @@ def capacity(ctx: click.Context, models: tuple[Path, ...], out: Path, **opts) ->
     plan = CapacityPlan(runtimes=opts["runtimes"], slo_ms=opts["slo_ms"], precisions=opts["precisions"],
                         scenarios=opts["scenarios"], duration_s=opts["duration"], tail_share=opts["tail_share"],
                         min_queries=opts["min_queries"], max_trials=opts["max_trials"], max_batch=opts["max_batch"],
+                        max_run_s=opts["max_run"],
                         images=opts["images"], threads=opts["threads"], max_accuracy_drop=opts["max_accuracy_drop"],
                         seed=opts["seed"], overwrite=opts["overwrite"])
     progress = SearchBars() if ctx.obj["progress"] else SearchProgress()

@@ -26,6 +26,7 @@ class CapacityPlan:
     tail_share: float = 0.005              # a Server run is sized so this share of queries over the SLO still passes
     min_queries: int | None = None         # Server runs: LoadGen's min_query_count (None: from tail_share)
     max_trials: int = 12                   # Server runs per runtime × precision
+    max_run_s: float = 60.0                # the search's floor: no Server probe below min queries / this QPS
     max_batch: int = 32                    # the largest batch the search profiles and configures
     images: int = 256                      # samples in LoadGen's QSL
     threads: int | None = None             # the cores the executors share (None: the usable cores)
@@ -46,6 +47,8 @@ class CapacityPlan:
             (self.min_queries is None or 1 <= self.min_queries <= 10_000_000, f"--min-queries {self.min_queries}: "
              "expected 1..10000000"),
             (1 <= self.max_trials <= 200, f"--max-trials {self.max_trials}: expected 1..200"),
+            (math.isfinite(self.max_run_s) and 5 <= self.max_run_s <= 3600, f"--max-run {self.max_run_s}: expected "
+             "5 to 3600 seconds"),
             (1 <= self.max_batch <= MAX_BATCH, f"--max-batch {self.max_batch}: expected 1..{MAX_BATCH}"),
             (1 <= self.images <= 100_000, f"--images {self.images}: expected 1..100000"),
             (self.threads is None or 1 <= self.threads <= 1024, f"--threads {self.threads}: expected 1..1024"),

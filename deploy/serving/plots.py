@@ -32,7 +32,7 @@ def plot_capacity(path: str | os.PathLike, data: dict[str, Any]) -> None:
         if row.get("server_max_qps") is not None:
             ax.scatter([row["server_max_qps"]], [row["server_p99_ms"]], s=140, facecolors="none", edgecolors=color,
                        linewidths=1.6)
-    ax.axhline(slo, color="tab:red", ls="--", lw=1, label=f"SLO p99 {slo:g} ms")
+    ax.axhline(slo, color="black", ls="--", lw=1, label=f"SLO p99 {slo:g} ms")
     ax.set(xlabel="offered load: LoadGen Server target QPS", ylabel="p99 latency (ms, log)", yscale="log",
            title=f"Capacity at p99 <= {slo:g} ms (filled: VALID within the SLO; circled: the answer)")
     ax.grid(alpha=0.3, which="both")

@@ -21,7 +21,6 @@ from deploy.serving.trials import Trial, TrialSettings, read_responses, run_tria
 from export.spec import accuracy_budget
 
 log = logging.getLogger(__name__)
-MAX_TRIAL_S = 120.0     # a Server probe needing longer than this (min queries / QPS) is below the search's floor
 MULTI_STREAM_SAMPLES = 8
 
 
@@ -133,7 +132,7 @@ class RowRunner:
             delay_us = int(min(0.5 * config.max_batch / best_qps * 1e3, plan.slo_ms / 4) * 1000)
             return out + ([dataclasses.replace(config, queue_delay_us=delay_us)] if delay_us >= 50 else [])
 
-        winner, edge, _ = server_search(trial_at, options, refinements, plan.slo_ms, queries / MAX_TRIAL_S,
+        winner, edge, _ = server_search(trial_at, options, refinements, plan.slo_ms, queries / plan.max_run_s,
                                         plan.max_trials, plan.ratio)
         return winner, edge
 

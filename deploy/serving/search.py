@@ -101,17 +101,21 @@ def profile_layout(executors: Executors, samples: np.ndarray, limit: int, rounds
 
 def candidates(profiles: Sequence[Profile], slo_ms: float, limit: int) -> list[tuple[ServingConfig, float]]:
     """Per layout: the largest max batch whose latency fits the SLO LATENCY_FACTOR times over, and the Server QPS
-    predicted for it (UTILIZATION of its throughput); best prediction first. A layout whose single sample does
-    not fit is left out."""
-    found = []
+    predicted for it (UTILIZATION of its throughput), best prediction first; then, as fallbacks, each layout at
+    batch 1 (the shortest tail when a bigger batch cannot keep it). A layout whose single sample does not fit is
+    left out."""
+    found, fallbacks = [], []
     for p in profiles:
         fits = [b for b in range(1, limit + 1) if LATENCY_FACTOR * p.latency_at(b) <= slo_ms]
         if not fits:
             continue
-        batch = max(fits)
-        qps = p.layout.executors * batch / p.latency_at(batch) * 1e3 * UTILIZATION
-        found.append((ServingConfig(batch, 0, p.layout.executors, p.layout.threads, p.layout.mode), qps))
-    return sorted(found, key=lambda c: -c[1])
+        layout = (p.layout.executors, p.layout.threads, p.layout.mode)
+        for batch, into in ((max(fits), found), (1, fallbacks)):
+            if into is fallbacks and batch == max(fits):
+                continue
+            qps = p.layout.executors * batch / p.latency_at(batch) * 1e3 * UTILIZATION
+            into.append((ServingConfig(batch, 0, *layout), qps))
+    return sorted(found, key=lambda c: -c[1]) + sorted(fallbacks, key=lambda c: -c[1])
 
 
 def best_throughput(profiles: Sequence[Profile]) -> tuple[ServingConfig, float]:
@@ -129,11 +133,12 @@ class Edge:
 
 
 def bisect_qps(probe: Callable[[float], Trial], slo_ms: float, start: float, floor: float, max_trials: int,
-               ratio: float = 1.1, step: float = 1.3, lo: Trial | None = None) -> Edge:
+               ratio: float = 1.1, step: float = 1.3, lo: Trial | None = None, max_misses: int | None = None) -> Edge:
     """Bisect the Server target QPS: up by ``step`` while runs meet the SLO, down while they fail (by ``step`` or the
     square root of the p99's overshoot, whichever is more, and at least to 0.9 × the QPS the run completed), then
     the geometric middle until the failing probe is within ``ratio`` of the passing one (or ``max_trials`` ran, or
-    the QPS fell below ``floor``). ``lo``: a run already known to pass (its QPS is not probed again)."""
+    the QPS fell below ``floor``, or ``max_misses`` runs failed before any passed). ``lo``: a run already known to
+    pass (its QPS is not probed again)."""
     trials: list[Trial] = []
     hi: Trial | None = None
     qps = start
@@ -152,6 +157,8 @@ def bisect_qps(probe: Callable[[float], Trial], slo_ms: float, start: float, flo
             qps = math.sqrt(low * high)
         elif low is not None:
             qps = low * step
+        elif max_misses is not None and len(trials) >= max_misses:
+            break
         else:  # how far it missed says how far to step down: the QPS it completed, or the p99's overshoot
             done = trial.result.get("completed_qps") or 0.0
             over = math.sqrt(max(1.0, (trial.p99_ms or 0.0) / slo_ms))
@@ -179,8 +186,14 @@ def server_search(trial_at: Callable[[ServingConfig, float], Trial], options: li
         best = edge.best.settings.target_qps if edge.best else None
         if left <= 0:
             return
-        if best is None:
-            result = bisect_qps(lambda q: trial_at(config, q), slo_ms, predicted, floor, left, ratio)
+        if best is None:  # nothing met the SLO yet: start below every QPS that failed, give up after 3 misses
+            failed = [t.settings.target_qps for t in done]
+            start = min([predicted] + [q / 1.2 for q in failed])
+            if start < floor:
+                return
+            misses = 3 if config != options[-1][0] else None
+            result = bisect_qps(lambda q: trial_at(config, q), slo_ms, start, floor, left, ratio,
+                                max_misses=misses)
         else:
             first = trial_at(config, round(best * 1.05, 1))
             done.append(first)
