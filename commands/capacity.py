@@ -82,6 +82,9 @@ def _share(ctx: click.Context, param: click.Parameter, value: str) -> float:
               help="Cores the executors split between them. Default: the cores this process may use.")
 @click.option("--max-accuracy-drop", type=FiniteRange(min=0, max=100), default=DEFAULT_MAX_ACCURACY_DROP,
               show_default=True, help="Top-1 points the recommended row's responses may lose against the reference.")
+@click.option("--retry-busy/--no-retry-busy", default=True, show_default=True,
+              help="Repeat a failed Server run once (after waiting up to 30 s for quiet) when other processes used "
+                   "more than 10% of the CPUs during it.")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
               help="LoadGen's schedule, sample and accuracy-log seeds; the random inputs' seed.")
 @click.pass_context
@@ -108,7 +111,7 @@ def capacity(ctx: click.Context, models: tuple[Path, ...], out: Path, **opts) ->
                         min_queries=opts["min_queries"], max_trials=opts["max_trials"], max_batch=opts["max_batch"],
                         max_run_s=opts["max_run"],
                         images=opts["images"], threads=opts["threads"], max_accuracy_drop=opts["max_accuracy_drop"],
-                        seed=opts["seed"], overwrite=opts["overwrite"])
+                        seed=opts["seed"], retry_busy=opts["retry_busy"], overwrite=opts["overwrite"])
     progress = SearchBars() if ctx.obj["progress"] else SearchProgress()
     report = run_capacity(models, plan, out, progress)
     data = report.to_dict()

@@ -33,6 +33,7 @@ class CapacityPlan:
     ratio: float = 1.1                     # the search stops when the failing probe is within this of the answer
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP  # top-1 points the recommendation may lose
     seed: int = 0
+    retry_busy: bool = True                # repeat a failed Server probe once other processes have gone quiet
     overwrite: bool = False                # replace an earlier capacity report in the output folder
 
     def __post_init__(self) -> None:

@@ -118,7 +118,7 @@ def test_ctrl_c_stops_the_search_and_keeps_the_finished_runs(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "cli.py"), "-q", "capacity", str(_model(tmp_path)), "--runtime", "onnxruntime",
            "--slo-ms", "500", "--scenario", "server", "--duration", "2", "--max-batch", "2", "--max-trials", "50",
-           "--tail-share", "0", "--images", "4", "--out", str(out)]
+           "--tail-share", "0", "--images", "4", "--no-retry-busy", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = out / "trials" / "onnxruntime-fp32"
     deadline = time.monotonic() + 120

@@ -61,7 +61,7 @@ def test_capacity_end_to_end_through_the_cli(model, tmp_path):
     result = CliRunner().invoke(cli.main, ["-q", "capacity", str(model), "--runtime", "onnxruntime", "--slo-ms",
                                            "500", "--scenario", "server,offline", "--duration", "1",
                                            "--max-batch", "2", "--max-trials", "2", "--tail-share", "0",
-                                           "--images", "8", "--out", str(out)])
+                                           "--images", "8", "--no-retry-busy", "--out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "capacity.json").read_text())
     assert data["format"] == "alexnet-deploy/capacity-report" and data["slo_ms"] == 500
