@@ -1,4 +1,4 @@
-"""Precision as a property of the ONNX graph: an fp16 cast with fp32 islands, and explicit symmetric int8 (Q/DQ).
+"""Precision as a property of the ONNX graph: an fp16 cast with fp32 islands, and the plain explicit int8 recipe.
 
 TensorRT 11 builds strongly typed networks only, so whatever precision a runtime should use must be written into the
 graph itself; every runtime then runs the same file.
@@ -6,23 +6,16 @@ graph itself; every runtime then runs the same file.
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.errors import ExportError
 
 log = logging.getLogger(__name__)
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
-# What int8 quantizes. Measured on ONNX Runtime CPU (docs/export.md): Conv (including the LRN's window-sum Conv) and
-# Gemm are where the time goes, and their QLinearConv/QGemm kernels are 2-4x faster than fp32; quantizing the LRN's
-# element-wise ops, pooling or ReLU only adds Q/DQ passes.
-INT8_OP_TYPES = ("Conv", "Gemm", "MatMul")
 
 
 def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Callable[[onnx.NodeProto], bool]) -> onnx.ModelProto:
@@ -97,85 +90,23 @@ def convert_to_fp16(model: onnx.ModelProto, keep_fp32: Callable[[onnx.NodeProto]
     return model
 
 
-class _Reader:
-    """An ``onnxruntime.quantization.CalibrationDataReader`` over NumPy batches."""
-
-    def __init__(self, input_name: str, batches: Iterable[np.ndarray]) -> None:
-        self._batches: Iterator[np.ndarray] = iter(batches)
-        self._input_name = input_name
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)}
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        item = self.get_next()
-        if item is None:
-            raise StopIteration
-        return item
-
-
 def quantize_int8(model: onnx.ModelProto, batches: Iterable[np.ndarray], *, input_name: str,
                   exclude: Iterable[str] = ()) -> onnx.ModelProto:
-    """Explicit int8 quantization that TensorRT 11 accepts and ONNX Runtime fuses into QLinearConv/QGemm.
-
-    Symmetric int8 activations and weights (all zero points 0, as TensorRT's explicit quantization requires),
-    per-channel weight scales, float biases (TensorRT's DequantizeLinear takes no int32), MinMax ranges from the
-    calibration batches, and only ``INT8_OP_TYPES`` quantized, minus the ``exclude`` node names (the LRN) and the
-    layer that produces the logits.
+    """Every planned layer in explicit symmetric int8 (export/qdq.py) with MinMax ranges over all ``batches``: the
+    plain recipe, without the accuracy-aware search of export/int8_search.py (which the exporter runs).
 
     Args:
-        model: The fp32 model (with its LRN already lowered).
+        model: The fp32 model (with its LRN already lowered and, for the conv form, prepared for int8).
         batches: Calibration inputs, ``N x 3 x 227 x 227`` float32, preprocessed like the validation images.
         input_name: The graph input to feed.
-        exclude: Node names to keep in fp32.
-
-    Calibration is MinMax: "entropy" gave identical scales here and "percentile" 99.999 a lower agreement
-    (docs/export.md).
-
-    Raises:
-        ExportError: a zero point came out non-zero (never expected with these options).
+        exclude: Node names to keep in fp32 (a layer whose Conv/Gemm is named here stays fp32).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from export.calibration import calibrate
+    from export.qdq import Quantizer, plan_int8
 
-    outputs = {o.name for o in model.graph.output}
-    # The layer that produces the logits stays fp32 (its 4 MB of weights are noise next to fc6/fc7): int8 logits
-    # would round every score to 1/254 of the largest and flip near-ties, and ONNX Runtime only fuses a quantized
-    # Gemm into QGemm when its output is quantized too.
-    exclude = list(exclude) + [n.name for n in model.graph.node if any(o in outputs for o in n.output)]
-    # The MaxPools are left to ONNX Runtime's QDQ propagation, which moves the Q after each one in front of it: the
-    # pool then runs on int8 in NHWC between the QLinearConvs (exact, as max commutes with a monotonic Q) and the
-    # float NHWC<->NCHW transposes around it disappear. An fp32 MaxPool (kept by a Relu after it, as this exporter
-    # did before its LRN window sum was quantized) made the whole model 1.20x slower at batch 32 (benchmarks/export.py).
-    with tempfile.TemporaryDirectory(prefix="alexnet-quant-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, src)
-        quantize_static(
-            str(src), str(dst), _Reader(input_name, batches), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(INT8_OP_TYPES), per_channel=True, reduce_range=False,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
-            calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
-        quantized = onnx.load(dst)
-    _check_symmetric(quantized)
-    return quantized
-
-
-def _check_symmetric(model: onnx.ModelProto) -> None:
-    """Every Q/DQ must be int8 with zero point 0: TensorRT rejects anything else."""
-    inits = {i.name: i for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
-            zp = inits.get(node.input[2])
-            if zp is None:
-                continue
-            values = numpy_helper.to_array(zp)
-            if values.dtype != np.int8 or np.any(values != 0):
-                raise ExportError(f"int8 quantization produced {node.name} with zero point {values.ravel()[:4]} "
-                                  f"({values.dtype}); TensorRT needs symmetric int8 (zero point 0)")
+    plan = plan_int8(model, frozenset(exclude))
+    stats = calibrate(model, plan.tensors(), batches, input_name=input_name, methods=("minmax",), settle=False)
+    return Quantizer(model, plan).build(stats.ranges["minmax"])
 
 
 def count_ops(model: onnx.ModelProto) -> dict[str, int]:
