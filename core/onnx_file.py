@@ -44,6 +44,9 @@ class OnnxMeta:
     val_split: float | None = None
     seed: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    # int8 only: the calibration method chosen, the layers kept in fp32, each candidate's accuracy and speed
+    # (export/int8_search.py Int8Choice.to_dict); None for other precisions and files written before it existed.
+    quantization: dict | None = None
 
     def to_props(self) -> dict[str, str]:
         return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}

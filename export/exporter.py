@@ -20,9 +20,11 @@ from core.contract import INPUT_SHAPE, MAX_BATCH
 from core.errors import ToolkitError, first_line
 from core.fileio import atomic_path, check_not_an_input, check_writable, sha256_file
 from core.onnx_file import OnnxMeta, write_metadata
-from export.images import DataSource, ImageSet, validation_images
-from export.images import calibration_images as load_calibration_images
-from export.precision import convert_to_fp16, count_ops, quantize_int8
+from export.calibration import METHODS
+from export.evaluate import onnx_logits, torch_logits
+from export.images import DataSource, ImageSet, calibration_set, validation_images
+from export.int8_search import SearchConfig, search_int8
+from export.precision import convert_to_fp16, count_ops
 from export.spec import ExportSpec, ir_version_for
 from export.validate import validate_onnx
 from runtimes.ort_runtime import OrtRuntime
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 
 RANDOM_SAMPLES = 16      # fixed-seed N(0, 1) inputs: cover every logit path without needing any data
 RANDOM_SEED = 20120101   # fixed so that reports from different runs and machines compare like with like
-BATCH = 32               # parity and calibration batch size (a static --batch uses its own size)
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,14 @@ class ExportResult:
     accuracy: dict[str, float] | None    # {"reference", "onnx", "images"}: validation top-1, fp32 torch vs this file
     timings_s: dict[str, float] = field(default_factory=dict)
     ops: dict[str, int] = field(default_factory=dict)
+    quantization: dict | None = None     # int8: what export/int8_search.py measured and chose
 
     def to_dict(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "precision": self.precision, "lrn": self.lrn,
                 "opset": self.opset, "ir_version": self.ir_version, "batch": self.batch, "size_bytes": self.size_bytes,
                 "checkpoint": str(self.checkpoint), "parity": [r.to_dict() for r in self.parity],
-                "accuracy": self.accuracy, "timings_s": self.timings_s, "ops": self.ops}
+                "accuracy": self.accuracy, "timings_s": self.timings_s, "ops": self.ops,
+                "quantization": self.quantization}
 
     def __str__(self) -> str:
         acc = (f", accuracy {self.accuracy['onnx']:.2%} vs fp32 {self.accuracy['reference']:.2%}"
@@ -74,8 +77,8 @@ def default_output(checkpoint: str | os.PathLike, precision: str, lrn: str = "co
 
 
 def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, spec: ExportSpec = ExportSpec(), *,
-                calibration_data: str | os.PathLike | None = None, calibration_images: int = 128,
-                parity_images: int = 256, keep_failed: bool = False,
+                calibration_data: str | os.PathLike | None = None, calibration_images: int = 512,
+                calibration_methods: tuple[str, ...] = METHODS, parity_images: int = 256, keep_failed: bool = False,
                 progress: Callable[[str], None] | None = None) -> ExportResult:
     """Export a checkpoint to ONNX, validate the file, check parity with PyTorch, and only then move it into place.
 
@@ -85,7 +88,9 @@ def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
         spec: Precision, opset, batch, LRN formulation and tolerance.
         calibration_data: int8 only: an image folder to calibrate on (default: the checkpoint's training images,
             else the built-in data).
-        calibration_images: int8 only: how many images to calibrate on.
+        calibration_images: int8 only: the most images to calibrate on (each method uses as many as its ranges need
+            to settle, export/calibration.py).
+        calibration_methods: int8 only: the calibration methods to measure (the most accurate is chosen).
         parity_images: Most validation images used for real-image parity and accuracy (0 = random inputs only).
         keep_failed: On a parity failure keep the file as ``<name>.failed.onnx`` for debugging.
         progress: Called with a short description as each stage starts.
@@ -94,6 +99,7 @@ def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
         ExportError: bad spec, unwritable output, unexportable model, invalid graph or no calibration images.
         CheckpointError: missing or corrupt checkpoint, or metadata that does not match the weights.
         ParityError: the file missed its tolerance (``reports`` says where).
+        Int8BudgetError: no int8 graph met the accuracy budget (nothing is written).
     """
     step = progress or (lambda message: None)
     timings: dict[str, float] = {}
@@ -111,8 +117,11 @@ def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
     images, note = validation_images(source, parity_images)
     if note:
         log.info("%s", note)
-    calib = (load_calibration_images(source, calibration_data, calibration_images)
+    calib = (calibration_set(source, calibration_data, calibration_images)
              if spec.precision == "int8" else None)  # before the export: a bad folder fails in a second, not a minute
+    if spec.precision == "int8" and spec.max_accuracy_drop is not None and (images is None or images.labels is None):
+        raise ExportError(f"int8 --max-accuracy-drop needs labelled validation images to measure the drop on, and "
+                          f"there are none ({note or 'no validation split'})")
 
     step(f"exporting {ckpt.path} (opset {spec.opset}, LRN {spec.lrn})")
     t = time.perf_counter()
@@ -122,8 +131,8 @@ def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
     except ValueError as e:
         raise ExportError(f"cannot lower LRN to the {spec.lrn} form: {e}") from None
     timings["export"] = time.perf_counter() - t
-    proto = _apply_precision(proto, spec, calib, step, timings)
-    _finish_graph(proto, spec, ckpt)
+    proto, quantization = _apply_precision(proto, spec, (model, calib, images, calibration_methods), step, timings)
+    _finish_graph(proto, spec, ckpt, quantization)
 
     with atomic_path(out_path) as tmp:
         onnx.save(proto, os.fspath(tmp))
@@ -138,28 +147,36 @@ def export_onnx(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike,
         sha256, size = sha256_file(tmp), tmp.stat().st_size
     timings["total"] = time.perf_counter() - start
     result = ExportResult(out_path, sha256, spec.precision, spec.lrn, spec.opset, ir_version_for(spec.opset),
-                          spec.batch, size, ckpt.path, tuple(reports), accuracy, timings, count_ops(proto))
+                          spec.batch, size, ckpt.path, tuple(reports), accuracy, timings, count_ops(proto),
+                          quantization)
     log.info("%s", result)
     return result
 
 
-def _apply_precision(proto: onnx.ModelProto, spec: ExportSpec, calib: ImageSet | None, step: Callable[[str], None],
-                     timings: dict[str, float]) -> onnx.ModelProto:
-    """fp16: cast everything but the LRN; int8: calibrate and insert symmetric Q/DQ; fp32: as exported."""
+def _apply_precision(proto: onnx.ModelProto, spec: ExportSpec, int8: tuple, step: Callable[[str], None],
+                     timings: dict[str, float]) -> tuple[onnx.ModelProto, dict | None]:
+    """fp16: cast everything but the LRN; int8: the accuracy-aware search (export/int8_search.py); fp32: as exported.
+    ``int8`` is (the PyTorch model, the calibration set, the validation images, the calibration methods)."""
     if spec.precision == "fp16":
-        return convert_to_fp16(proto, keep_fp32=lrn_forms.is_lrn_node)
-    if spec.precision != "int8" or calib is None:
-        return proto
-    step(f"calibrating int8 on {len(calib)} images")
+        return convert_to_fp16(proto, keep_fp32=lrn_forms.is_lrn_node), None
+    if spec.precision != "int8":
+        return proto, None
+    model, calib, images, methods = int8
+    labelled = images is not None and images.labels is not None
+    config = SearchConfig(tuple(methods), spec.accuracy_budget(len(images)) if labelled else None,
+                          spec.resolved_tolerance("images"), _random_inputs(), spec.resolved_tolerance("random"),
+                          spec.batch, spec.input_name, spec.output_name)
     start = time.perf_counter()
-    # onnxruntime.quantization warns through the root logger to run its pre-processing, which only re-does the shape
-    # inference and fusions this clean graph already has.
+    # onnxruntime.quantization's calibration helpers log through the root logger; nothing there is for the user.
     with _quiet("root", level=logging.ERROR):
-        keep_fp32 = lrn_forms.prepare_lrn_for_int8(proto)
-        proto = quantize_int8(proto, calib.batches(spec.batch or 16, exact=spec.batch is not None),
-                              input_name=spec.input_name, exclude=keep_fp32)
+        lrn_forms.prepare_lrn_for_int8(proto)
+        proto, choice = search_int8(proto, model, calib, images, config, step)
     timings["quantize"] = time.perf_counter() - start
-    return proto
+    return proto, choice.to_dict()
+
+
+def _random_inputs() -> np.ndarray:
+    return np.random.default_rng(RANDOM_SEED).standard_normal((RANDOM_SAMPLES, *INPUT_SHAPE), dtype=np.float32)
 
 
 def _torch_export(model: torch.nn.Module, spec: ExportSpec) -> onnx.ModelProto:
@@ -196,7 +213,7 @@ def _quiet(*names: str, level: int = logging.WARNING) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _finish_graph(proto: onnx.ModelProto, spec: ExportSpec, ckpt) -> None:
+def _finish_graph(proto: onnx.ModelProto, spec: ExportSpec, ckpt, quantization: dict | None = None) -> None:
     """IR version, names and the metadata that lets any runtime preprocess and label from the file alone."""
     import onnxruntime
     import onnxscript
@@ -216,15 +233,14 @@ def _finish_graph(proto: onnx.ModelProto, spec: ExportSpec, ckpt) -> None:
         input_name=spec.input_name, output_name=spec.output_name, data_path=data.get("path"),
         val_split=data.get("val_split"), seed=data.get("seed"),
         versions={"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                  "onnxscript": onnxscript.__version__, "alexnet-deploy": _tool_version()})
+                  "onnxscript": onnxscript.__version__, "alexnet-deploy": _tool_version()},
+        quantization=quantization)
     write_metadata(proto, meta)
 
 
 def _check_parity(model: torch.nn.Module, path: Path, spec: ExportSpec, images: ImageSet | None,
                   step: Callable[[str], None]) -> tuple[list[ParityReport], dict[str, float] | None]:
-    rng = np.random.default_rng(RANDOM_SEED)
-    sets = [("random", ImageSet(rng.standard_normal((RANDOM_SAMPLES, *INPUT_SHAPE), dtype=np.float32), None,
-                                "random"))]
+    sets = [("random", ImageSet(_random_inputs(), None, "random"))]
     if images is not None:
         sets.append(("images", images))
     reports, accuracy = [], None
@@ -236,8 +252,8 @@ def _check_parity(model: torch.nn.Module, path: Path, spec: ExportSpec, images: 
     with runtime:
         for kind, data in sets:
             step(f"parity on {len(data)} {'random inputs' if kind == 'random' else 'validation images'}")
-            reference = _torch_logits(model, data)
-            candidate = _onnx_logits(runtime, spec, data)
+            reference = torch_logits(model, data)
+            candidate, _ = onnx_logits(runtime, data, spec.input_name, spec.output_name, spec.batch)
             reports.append(compare_outputs({spec.output_name: reference}, {spec.output_name: candidate},
                                            spec.resolved_tolerance(kind), reference_name="torch fp32",
                                            candidate_name=f"onnxruntime {spec.precision}", inputs=kind))
@@ -245,21 +261,6 @@ def _check_parity(model: torch.nn.Module, path: Path, spec: ExportSpec, images: 
                 accuracy = {"reference": float(np.mean(reference.argmax(1) == data.labels)),
                             "onnx": float(np.mean(candidate.argmax(1) == data.labels)), "images": float(len(data))}
     return reports, accuracy
-
-
-def _torch_logits(model: torch.nn.Module, data: ImageSet) -> np.ndarray:
-    with torch.inference_mode():
-        return np.concatenate([model(torch.from_numpy(b)).numpy() for b in data.batches(BATCH)])
-
-
-def _onnx_logits(runtime: OrtRuntime, spec: ExportSpec, data: ImageSet) -> np.ndarray:
-    outputs = []
-    for batch in data.batches(spec.batch or BATCH):
-        n = len(batch)
-        if spec.batch is not None and n < spec.batch:  # a static graph takes exactly spec.batch images: pad
-            batch = np.concatenate([batch, np.zeros((spec.batch - n, *batch.shape[1:]), np.float32)])
-        outputs.append(runtime.infer({spec.input_name: batch})[spec.output_name][:n])
-    return np.concatenate(outputs)
 
 
 def _raise_on_miss(reports: list[ParityReport], accuracy: dict[str, float] | None, spec: ExportSpec, tmp: Path,

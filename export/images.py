@@ -85,35 +85,78 @@ def validation_images(source: DataSource, limit: int | None) -> tuple[ImageSet |
 
 
 def calibration_images(source: DataSource, directory: str | os.PathLike | None, count: int) -> ImageSet:
-    """``count`` calibration images: from ``directory`` (any images below it), else the checkpoint's training images,
-    else the built-in shapes data.
+    """``count`` calibration images, loaded: from ``directory`` (any images below it), else the checkpoint's training
+    images, else the built-in shapes data.
 
     Raises:
         ExportError: ``directory`` holds no readable image.
     """
-    if directory is not None:
-        directory = Path(directory)
-        paths = image_files(directory)
-        if not paths:
-            raise ExportError(f"no calibration images in {directory} (looked for {' '.join(IMAGE_EXTENSIONS)} "
-                              "files in it and its subfolders)")
-        where = str(directory)
-    else:
-        split, why = _split(source)
-        if split is not None:
-            paths, where = [p for p, _ in split.train], f"the training images in {source.path}"
-        else:
-            from trainer.synthetic import ensure_synthetic_dataset
-
-            log.info("calibration: %s; using the built-in data", why)
-            folder = ensure_synthetic_dataset()
-            paths, where = image_files(folder), f"the built-in shapes data ({folder})"
+    paths, where = _calibration_paths(source, directory)
     chosen = _spread(paths, count)
     tensors = _load(chosen, source, skip_bad=True)
     if len(tensors) == 0:
         raise ExportError(f"none of the {len(chosen)} calibration images from {where} could be read")
     log.info("calibrating int8 on %d images from %s", len(tensors), where)
     return ImageSet(tensors, None, f"{len(tensors)} images from {where}")
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Calibration images named but not yet loaded: ``batches`` reads them as they are needed, so measuring how many
+    images the ranges need costs only the images used. The order is a fixed shuffle of an even spread over the
+    folder, so every prefix covers the classes."""
+    paths: tuple[str, ...]
+    where: str
+    source: DataSource
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batches(self, size: int, exact: bool = False) -> Iterator[np.ndarray]:
+        """Preprocessed batches of ``size`` (unreadable images skipped); ``exact`` fills the last one by repeating."""
+        for start in range(0, len(self.paths), size):
+            batch = _load(self.paths[start:start + size], self.source, skip_bad=True)
+            if exact and 0 < len(batch) < size:
+                batch = batch[np.arange(size) % len(batch)]
+            if len(batch):
+                yield batch
+
+
+def calibration_set(source: DataSource, directory: str | os.PathLike | None, count: int) -> CalibrationSet:
+    """Up to ``count`` calibration images, as :func:`calibration_images` picks them, checked by reading the first.
+
+    Raises:
+        ExportError: ``directory`` holds no readable image.
+    """
+    paths, where = _calibration_paths(source, directory)
+    chosen = _spread(paths, count)
+    chosen = [chosen[i] for i in np.random.default_rng(0).permutation(len(chosen))]
+    for start in range(0, len(chosen), 8):  # fail now, not after the export, when nothing can be read
+        if len(_load(chosen[start:start + 8], source, skip_bad=True)):
+            log.info("calibrating int8 on up to %d images from %s", len(chosen), where)
+            return CalibrationSet(tuple(chosen), where, source)
+        if start >= 64:
+            break
+    raise ExportError(f"none of the first calibration images from {where} could be read")
+
+
+def _calibration_paths(source: DataSource, directory: str | os.PathLike | None) -> tuple[list, str]:
+    """Image paths under ``directory``, else the checkpoint's training images, else the built-in data."""
+    if directory is not None:
+        directory = Path(directory)
+        paths = image_files(directory)
+        if not paths:
+            raise ExportError(f"no calibration images in {directory} (looked for {' '.join(IMAGE_EXTENSIONS)} "
+                              "files in it and its subfolders)")
+        return paths, str(directory)
+    split, why = _split(source)
+    if split is not None:
+        return [p for p, _ in split.train], f"the training images in {source.path}"
+    from trainer.synthetic import ensure_synthetic_dataset
+
+    log.info("calibration: %s; using the built-in data", why)
+    folder = ensure_synthetic_dataset()
+    return image_files(folder), f"the built-in shapes data ({folder})"
 
 
 def _split(source: DataSource):
