@@ -6,8 +6,8 @@ from pathlib import Path
 import click
 
 from commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE
-from commands.options import (ROUNDS_OPTION, RUNTIMES_OPTION, SECONDS, batch_sizes, finish_gate, gate_options,
-                              list_option, runtime_options, warmup)
+from commands.options import (ROUNDS_OPTION, RUNTIMES_OPTION, SECONDS, FiniteRange, batch_sizes, finish_gate,
+                              gate_options, list_option, runtime_options, warmup)
 from commands.train import train, train_config, train_options
 from core.contract import PRECISIONS
 
@@ -20,6 +20,15 @@ def _ignored_train_options(ctx: click.Context) -> list[str]:
     train_names = {p.name for p in train.params} - {"out", "overwrite", "resume", "device"}
     return [p.opts[0] for p in ctx.command.params if p.name in train_names
             and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
+
+
+def _capacity_plan(slo_ms: float | None):
+    """The capacity measurement --slo-ms asks for, with the capacity command's defaults (deploy/serving/plan.py)."""
+    if slo_ms is None:
+        return None
+    from deploy.serving.plan import CapacityPlan
+
+    return CapacityPlan(slo_ms=slo_ms)
 
 
 @click.command()
@@ -54,6 +63,10 @@ def _ignored_train_options(ctx: click.Context) -> list[str]:
               help="Fixed-seed random inputs each runtime is compared on (the validation images are compared too).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch, ONNX Runtime and OpenVINO in the bench. Default: the usable cores.")
+@click.option("--slo-ms", type=FiniteRange(min=0, max=600_000, min_open=True), default=None,
+              help="Also measure capacity: the LoadGen Server QPS each runtime × precision sustains at this p99 "
+                   "latency (OUT/capacity/), a third objective of the recommendation, and a Triton repository for its "
+                   "pick configured as measured (OUT/triton/). Adds several minutes per runtime × precision.")
 @click.option("--layers/--no-layers", default=True, show_default=True,
               help="Add the recommended deployments' layer parity and layer time (by each runtime's profiler) to "
                    "the report.")
@@ -66,7 +79,7 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
              precisions: tuple[str, ...], batch_sizes: tuple[int, ...], warmup: tuple[int, float], duration: float,
              task_images: int | None, calibration_images: int, parity_samples: int, threads: int | None,
              baseline: Path | None, max_slowdown: float, max_accuracy_drop: float, inconclusive: str, rounds: int,
-             layers: bool, **train_opts) -> None:
+             layers: bool, slo_ms: float | None, **train_opts) -> None:
     """Train, export each precision, bench and check every runtime, and write one deployment report.
 
     Writes OUT/train/ (the run), OUT/onnx/model.<precision>[.native-lrn].onnx (each runtime runs the LRN form measured
@@ -95,7 +108,8 @@ def pipeline(ctx: click.Context, out: Path | None, checkpoint: Path | None, runt
         options=runtime_options({"threads": threads, "device": train_opts["device"]}),
         calibration_images=calibration_images, parity_samples=parity_samples, task_images=task_images,
         overwrite=train_opts["overwrite"], max_accuracy_drop=max_accuracy_drop,
-        baseline=str(baseline) if baseline else None, max_slowdown=max_slowdown, layers=layers)
+        baseline=str(baseline) if baseline else None, max_slowdown=max_slowdown, layers=layers,
+        capacity=_capacity_plan(slo_ms))
     shown = ctx.obj["progress"]
     progress = PipelineProgress(show_progress=shown, bench=progress_for(shown),
                                 export=(lambda text: click.echo(f"[export] {text}", err=True)) if shown else None)

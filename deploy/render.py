@@ -2,6 +2,9 @@
 only; the bench, verdict and gate renderings are in deploy/bench/render.py)."""
 from __future__ import annotations
 
+from typing import Any
+
+
 def ms(value: float | None) -> str:
     """A latency for a table: three decimals below 1 ms (GPU latencies), two below 100 ms, none above."""
     if value is None:
@@ -19,6 +22,15 @@ def fixed_width(rows: list[list[str]], left: set[int]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
             for row in rows]
+
+
+def config_text(config: dict[str, Any] | None) -> str:
+    """A serving configuration (capacity.json's ``config``): ``batch <= 8, delay 0 us, 2 x 1 thread``."""
+    if not config:
+        return "-"
+    layout = f"{config['executors']} x {config['threads']} thread{'s' if config['threads'] > 1 else ''}"
+    mode = " (OpenVINO streams)" if config.get("mode") == "streams" else ""
+    return f"batch <= {config['max_batch']}, delay {config['queue_delay_us']} us, {layout}{mode}"
 
 
 def export_table(reports, accuracy: dict | None) -> list[str]:

@@ -6,7 +6,7 @@ import math
 from core.environment import describe_environment
 from deploy.bench.reports import BenchReport, BenchResult
 from deploy.bench.stats import METHOD
-from deploy.render import fixed_width, ms, pct
+from deploy.render import config_text, fixed_width, ms, pct
 
 _COLUMNS = ("runtime", "precision", "batch", "p50 ms", "p50 95% CI", "p99 ms", "mean ms", "device p50 ms", "img/s",
             "img/s 95% CI", "vs {base}", "CV", "parity")
@@ -106,12 +106,10 @@ def _serving(choice: dict) -> str:
     d = choice.get("detail")
     if not d:
         return ""
-    c, above = d.get("config") or {}, d.get("probe_above") or {}
-    config = (f"max batch {c.get('max_batch')}, queue delay {c.get('queue_delay_us')} µs, {c.get('executors')} "
-              f"executor(s) × {c.get('threads')} thread(s)") if c else "its configuration"
+    above = d.get("probe_above") or {}
     probe = (f"; {above['target_qps']:g} QPS failed (p99 {ms(above.get('p99_ms'))} ms"
              f"{', INVALID' if not above.get('valid') else ''})" if above.get("target_qps") else "")
-    return f" (LoadGen Server VALID at p99 {ms(d.get('server_p99_ms'))} ms; {config}{probe})"
+    return f" (LoadGen Server VALID at p99 {ms(d.get('server_p99_ms'))} ms; {config_text(d.get('config'))}{probe})"
 
 
 def _first_clause(reason: str) -> str:

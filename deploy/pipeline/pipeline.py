@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from core.contract import PRECISIONS
 from core.errors import UsageError
@@ -26,9 +26,12 @@ from runtimes.options import RuntimeOptions
 from runtimes.registry import RUNTIME_NAMES, availability, runtime_class
 from trainer.config import TrainConfig
 
+if TYPE_CHECKING:  # LoadGen's plan: imported by the stage that runs it
+    from deploy.serving.plan import CapacityPlan
+
 log = logging.getLogger(__name__)
-STAGES = ("train", "export", "bench", "task parity", "layers", "report")
-RUN_ENTRIES = ("train", "onnx", stages.REPORT_DIR)   # what a pipeline run writes into its folder
+STAGES = ("train", "export", "bench", "task parity", "capacity", "layers", "report")
+RUN_ENTRIES = ("train", "onnx", stages.REPORT_DIR, "capacity", "triton")  # what a pipeline run writes into its folder
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class PipelineConfig:
     baseline: str | None = None            # a bench or pipeline report JSON to gate this run against (deploy/gate.py)
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN  # the gate: a row this much slower (fraction) than the baseline fails
     layers: bool = True                    # layer parity and layer time of the recommended deployments (report.md)
+    # Capacity at its p99 SLO (MLPerf LoadGen, OUT/capacity/) and a Triton repository for the pick (OUT/triton/); its
+    # runtimes, precisions, budget and threads are the pipeline's. None: not measured.
+    capacity: CapacityPlan | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_accuracy_drop) and 0 <= self.max_accuracy_drop <= 100):
@@ -181,10 +187,17 @@ def _run_stages(config: PipelineConfig, given: TorchModel | None, given_meta: Ma
         _stage(record, 4, "task parity on the validation images")
         stages.task_parity_stage(torch_model, meta, [(t.runtime, t.precision, exported[t.export]) for t in ran],
                                  config.options, config.batch_sizes, config.task_images, record)
+        if config.capacity is not None:
+            from deploy.pipeline.capacity_stage import capacity_stage
+
+            _stage(record, 5, f"capacity at p99 <= {config.capacity.slo_ms:g} ms (MLPerf LoadGen)")
+            capacity_stage(config.capacity, list(dict.fromkeys(exported[t.export] for t in ran)),
+                           list(dict.fromkeys(t.runtime for t in ran)), config.precisions, config.max_accuracy_drop,
+                           config.options, record)
         if config.layers:
             from deploy.pipeline.layers_stage import layers_stage
 
-            _stage(record, 5, "layer parity and layer time of the recommendation")
+            _stage(record, 6, "layer parity and layer time of the recommendation")
             layers_stage(torch_model, meta, record, config.options)
     if exported and not record.results and all(v["status"] == "skipped" for v in record.runtimes.values()):
         record.no_runtime = True  # available on paper, but every one of them turned out unable to run here
@@ -252,4 +265,5 @@ def _settings(config: PipelineConfig) -> dict[str, Any]:
             "calibration_images": config.calibration_images, "task_images": config.task_images,
             "max_accuracy_drop": config.max_accuracy_drop, "baseline": config.baseline,
             "max_slowdown": config.max_slowdown, "layers": config.layers,
+            "capacity": dataclasses.asdict(config.capacity) if config.capacity else None,
             "train": None if config.checkpoint else config.train.to_dict()}

@@ -50,6 +50,8 @@ class PipelineRecord:
     baseline: dict[str, Any] | None = field(default=None, repr=False)   # --baseline report (deploy/gate.py)
     gate: dict[str, Any] | None = None                                  # the gate's verdict against it, once judged
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)     # objective → the pick's layer table
+    capacity: dict[str, Any] | None = None                              # --slo-ms: capacity.json's answers
+    triton: dict[str, Any] | None = None                                # the capacity pick's Triton repository
 
     def skip(self, runtime: str, precision: str, reason: str) -> None:
         self.skipped[(runtime, precision)] = reason
@@ -102,7 +104,7 @@ class PipelineRecord:
             "rows": self.rows(),
             "task_parity": {"source": self.task_source, "results": [t.to_dict() for t in self.task.values()]},
             "bench_files": self.bench_files, "plots": self.plots, "notes": self.notes, "timings_s": self.timings_s,
-            "layers": self.layers})
+            "layers": self.layers, "capacity": self.capacity, "triton": self.triton})
         budget = self.settings.get("max_accuracy_drop", DEFAULT_MAX_ACCURACY_DROP)
         head = {k: report[k] for k in ("format", "format_version", "status", "out", "failures", "interrupted_during")}
         # The answer first: what to ship, then (with --baseline) whether this run regressed; the evidence follows.
@@ -126,6 +128,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _training(report["training"], report["plots"])
     lines += _artifacts(report["artifacts"])
     lines += _results(report)
+    lines += _capacity(report.get("capacity"), report.get("triton"))
     lines += _layers(report.get("layers") or {})
     lines += _exports(report["exports"])
     problems = [f"- FAILED {f}" for f in report["failures"]]
@@ -223,6 +226,24 @@ def _cells(r: dict[str, Any]) -> list[str]:
 
 def _ci(value: list[float] | None, fmt) -> str:
     return "" if value is None else f" ({fmt(value[0])}–{fmt(value[1])})"
+
+
+def _capacity(capacity: Mapping[str, Any] | None, triton: Mapping[str, Any] | None) -> list[str]:
+    """report.md's capacity section (pipeline --slo-ms): one row per runtime × precision, the pick, the files."""
+    if not capacity:
+        return []
+    from deploy.serving.render import HEADER, recommendation_text, row_cells
+
+    lines = ["", f"## Capacity at p99 <= {capacity['slo_ms']:g} ms", "", recommendation_text(capacity), "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row_cells(r)) + " |" for r in capacity["results"]]
+    lines += ["", f"Measured with MLPerf LoadGen ({(capacity.get('loadgen') or {}).get('note', '')}); every run's "
+              f"LoadGen logs, the search and the p99-against-QPS plot: [{capacity['file']}]"
+              f"(../{capacity['file'].replace('.json', '.md')})."]
+    if triton:
+        lines.append(f"Triton repository for the pick, batching and instances as measured: `../{triton['repo']}/` "
+                     f"({', '.join(triton['models'])}).")
+    return lines
 
 
 def _layers(layers: Mapping[str, Mapping[str, Any]]) -> list[str]:

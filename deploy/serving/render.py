@@ -3,17 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.render import fixed_width, ms, pct
+from deploy.render import config_text, fixed_width, ms, pct
 from deploy.serving.sizing import passing_queries
-
-
-def config_text(config: dict[str, Any] | None) -> str:
-    """``batch <= 8, delay 0 us, 2 x 1 thread (streams)``."""
-    if not config:
-        return "-"
-    layout = f"{config['executors']} x {config['threads']} thread{'s' if config['threads'] > 1 else ''}"
-    mode = " (OpenVINO streams)" if config.get("mode") == "streams" else ""
-    return f"batch <= {config['max_batch']}, delay {config['queue_delay_us']} us, {layout}{mode}"
 
 
 def recommendation_text(data: dict[str, Any]) -> str:
@@ -30,7 +21,8 @@ def _name(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def _row_cells(r: dict[str, Any]) -> list[str]:
+def row_cells(r: dict[str, Any]) -> list[str]:
+    """One capacity row's cells under HEADER (capacity.md, the terminal, the pipeline's report.md)."""
     above = r.get("probe_above")
     above_text = "-" if not above else (f"{above['target_qps']:g} QPS: {'VALID' if above['valid'] else 'INVALID'}, "
                                         f"p99 {ms(above['p99_ms'])} ms")
@@ -54,7 +46,7 @@ HEADER = ["runtime", "precision", "file", "Server QPS at SLO", "p50 / p99 / p99.
 
 def render_text(data: dict[str, Any]) -> str:
     """The rows as a fixed-width table, then the recommendation."""
-    rows = [HEADER] + [_row_cells(r) for r in data["results"]]
+    rows = [HEADER] + [row_cells(r) for r in data["results"]]
     lines = [f"Capacity at p99 <= {data['slo_ms']:g} ms ({data['qsl']['source']}):", *fixed_width(rows, {0, 1, 2, 6})]
     lines += [f"  {r['runtime']} {r['precision']}: {r['server_note']}" for r in data["results"]
               if r.get("server_note")]
@@ -72,7 +64,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     if data["partial"]:
         out += ["*Partial report: the run was interrupted; it holds the runs that finished.*", ""]
     out += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    out += ["| " + " | ".join(c.replace("|", "/") for c in _row_cells(r)) + " |" for r in data["results"]]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in row_cells(r)) + " |" for r in data["results"]]
     out += [""] + [f"- {r['runtime']} {r['precision']}: {r['server_note']}" for r in data["results"]
                    if r.get("server_note")]
     out += [f"- skipped {k}: {v}" for k, v in data["skipped"].items()]

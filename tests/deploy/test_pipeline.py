@@ -358,3 +358,30 @@ def test_a_baseline_that_is_not_a_report_is_refused_before_anything_runs(tmp_pat
     result = invoke("--out", tmp_path / "out", "--baseline", path)
     assert result.exit_code == 2 and result.output.startswith(f"Error: --baseline {path}: expected a bench report")
     assert not (tmp_path / "out").exists()
+
+
+def test_slo_adds_capacity_to_the_verdict_and_a_triton_repository_configured_as_measured(e2e, tmp_path):
+    """--slo-ms through the library with a quick LoadGen plan: capacity.json under OUT/capacity, the verdict's third
+    objective, report.md's section, and OUT/triton with the measured batching in config.pbtxt."""
+    from deploy.bench.timing import BenchConfig
+    from deploy.pipeline.pipeline import PipelineConfig, run_pipeline
+    from deploy.serving.plan import CapacityPlan
+
+    _, first = e2e
+    quick = CapacityPlan(slo_ms=500, scenarios=("server", "offline"), duration_s=1, max_batch=2, max_trials=2,
+                         tail_share=0, images=8, retry_busy=False)
+    config = PipelineConfig(checkpoint=str(first / "train"), out=str(tmp_path / "out"), runtimes=("onnxruntime",),
+                            precisions=("int8",), batch_sizes=(1, 2), layers=False, capacity=quick,
+                            timing=BenchConfig(warmup_iters=1, duration_s=0.05))
+    result = run_pipeline(config)
+    assert result.passed, result.failures
+    report = result.report
+    pick = report["recommendation"]["capacity"]
+    assert (pick["runtime"], pick["precision"], pick["unit"]) == ("onnxruntime", "int8", "QPS")
+    assert pick["value"] == report["capacity"]["recommendation"]["server_max_qps"] and pick["detail"]["slo_ms"] == 500
+    capacity_json = tmp_path / "out" / "capacity" / "capacity.json"
+    assert json.loads(capacity_json.read_text())["format"] == "alexnet-deploy/capacity-report"
+    assert "## Capacity at p99 <= 500 ms" in (tmp_path / "out" / "report" / "report.md").read_text()
+    (model,) = report["triton"]["models"]
+    pbtxt = (tmp_path / "out" / "triton" / model / "config.pbtxt").read_text()
+    assert "measured by alexnet-deploy capacity" in pbtxt and f"max_batch_size: {pick['batch_size']}" in pbtxt

@@ -181,8 +181,8 @@ def test_the_capacity_pick_is_rendered_with_its_evidence():
     capacity = {"slo_ms": 50.0, "results": [capacity_row("onnxruntime", "int8", 260.0)]}
     text = "\n".join(verdict_lines(recommend({**report(DEMO), "capacity": capacity}).to_dict()))
     assert "**Most requests per second under the latency SLO** (p99 <= 50 ms): **onnxruntime int8**" in text
-    assert "260.0 QPS (LoadGen Server VALID at p99 40.00 ms; max batch 16, queue delay 2000 µs, 2 executor(s) × 1 " \
-           "thread(s); 280.8 QPS failed (p99 70.00 ms))" in text
+    assert "260.0 QPS (LoadGen Server VALID at p99 40.00 ms; batch <= 16, delay 2000 us, 2 x 1 thread; 280.8 QPS " \
+           "failed (p99 70.00 ms))" in text
 
 
 def test_skipped_runtimes_and_pairs_are_listed_as_not_measured():
