@@ -38,6 +38,7 @@ class OpenVinoRuntime(Runtime):
             static-shape model (the MAX_COMPILED most recently used are kept; the first MAX_COMPILED compile at load).
     """
     name = "openvino"
+    compile_config: dict[str, Any] = {}  # more compile_model properties, e.g. {"PERF_COUNT": True} to profile
     preferred_lrn = "native"  # one LRN node: faster than the banded conv on OpenVINO (benchmarks/cpu_runtimes.py)
 
     def __init__(self, path: str | os.PathLike, *, device: str = "CPU", threads: int | None = None,
@@ -136,7 +137,7 @@ class OpenVinoRuntime(Runtime):
     def _compile_model(self, model: Any, config: dict[str, Any]) -> Any:
         """``model`` compiled with ``config`` plus this runtime's threads and precision hint, refusing a silent
         precision fallback."""
-        config = dict(config)
+        config = {**config, **self.compile_config}
         config.update({"INFERENCE_NUM_THREADS": self._threads} if self._device == "CPU" else {})
         config.update({"INFERENCE_PRECISION_HINT": self._hint} if self._hint else {})
         try:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from deploy.layers.attribute import ProfiledNode
-from runtimes.openvino_runtime import OpenVinoRuntime, shared_core
+from runtimes.openvino_runtime import OpenVinoRuntime
 from runtimes.ort_runtime import OrtRuntime
 from runtimes.trt_runtime import TensorRTRuntime
 
@@ -73,17 +73,9 @@ def ort_trace_nodes(trace: list[dict], skip_runs: int) -> tuple[list[ProfiledNod
 
 
 class _ProfiledOpenVino(OpenVinoRuntime):
-    """OpenVINO compiled with ``PERF_COUNT``: the adapter compiles its batch sizes at load, so the property is on
-    for exactly that, then put back as it was."""
+    """OpenVINO compiled with ``PERF_COUNT`` (its own compiled models only: the process's Core is left alone)."""
 
-    def _load(self) -> None:
-        core = shared_core()
-        before = core.get_property(self._device, "PERF_COUNT")
-        core.set_property(self._device, {"PERF_COUNT": True})
-        try:
-            super()._load()
-        finally:
-            core.set_property(self._device, {"PERF_COUNT": before})
+    compile_config = {"PERF_COUNT": True}
 
     def profiling_info(self) -> list:
         return self._request.get_profiling_info()
