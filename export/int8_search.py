@@ -157,6 +157,8 @@ def search_int8(model: onnx.ModelProto, torch_model, calibration_set: Calibratio
     if not plan.layers:
         raise ExportError("int8: the graph has no Conv/Gemm layer to quantize")
     batches = calibration_set.batches(config.batch or CALIBRATION_BATCH, exact=config.batch is not None)
+    step(f"calibrating {', '.join(config.methods)} ranges of {len(plan.tensors())} tensors on up to "
+         f"{len(calibration_set)} images (until they settle)")
     calibration = calibrate(model, plan.tensors(), batches, input_name=config.input_name, methods=config.methods,
                             progress=step)
     quantizer = Quantizer(model, plan)

@@ -38,11 +38,12 @@ class LayerTime:
 def candidates_ort(name: str) -> list[str]:
     """ONNX Runtime: ``fused node_linear``, ``relu_nchwc`` (NCHWc conv named after its output), ``lrn1.d_nchwc``,
     ``node_conv2d_token_43`` (a QDQ fusion), ``lrn_q`` / ``relu_4_q`` / ``relu_4_pre_q`` (moved quantisation),
-    ``InsertedPrecisionFreeCast_relu_nchwc`` (an fp16 node the CPU provider runs in fp32)."""
+    ``InsertedPrecisionFreeCast_relu_nchwc`` (an fp16 node the CPU provider runs in fp32), ``node_linear_1_bias_dq``
+    (the int32 bias DequantizeLinear ONNX Runtime adds for a quantized Conv/Gemm)."""
     base = name.removeprefix("InsertedPrecisionFreeCast_").removeprefix("fused ")
     stripped = re.sub(r"(_token_\d+)+$", "", base)
     out = [name, base, stripped, re.sub(r"_nchwc$", "", stripped)]
-    out += [re.sub(r"_(pre_q|q|quant)$", "", out[-1])]
+    out += [re.sub(r"_(pre_q|q|quant|bias_dq)$", "", out[-1])]
     return out
 
 

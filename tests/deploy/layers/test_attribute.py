@@ -25,12 +25,13 @@ ORT_INT8 = [("input_QuantizeLinear", "QuantizeLinear", "conv1"), ("Transpose", "
             ("lrn1.window_sum_token_47", "QLinearConv", "lrn1"), ("lrn_q", "QuantizeLinear", "lrn1"),
             ("node_max_pool2d_token_81", "NhwcMaxPool", "pool1"), ("node_conv2d_4_token_67", "QLinearConv", "conv5"),
             ("Transpose_token_66", "Transpose", "conv5"), ("relu_4_q", "QuantizeLinear", "conv5"),
-            ("node_linear", "QGemm", "fc6"), ("linear_1_DequantizeLinear", "DequantizeLinear", "fc7")]
+            ("node_linear", "QGemm", "fc6"), ("linear_1_DequantizeLinear", "DequantizeLinear", "fc7"),
+            ("node_linear_1_bias_dq", "DequantizeLinear", "fc7")]
 # ONNX Runtime, fp16 file: the CPU provider runs the fp16 convolutions in fp32 and says so in their names.
 ORT_FP16 = [("InsertedPrecisionFreeCast_relu_nchwc", "Conv", "conv1"), ("lrn1.scale", "Div", "lrn1"),
             ("InsertedPrecisionFreeCast_max_pool2d_nchwc", "MaxPool", "pool1"),
             ("InsertedPrecisionFreeCast_relu_1_nchwc", "Conv", "conv2"), ("fused node_linear", "FusedGemm", "fc6")]
-# OpenVINO, int8 native-LRN file (executed nodes only).
+# OpenVINO, int8 native-LRN file (executed nodes only; fc8 is int8 too in this plan, export/qdq.py).
 OV_INT8 = [("input_QuantizeLinear", "Subgraph", "conv1"),
            ("input_QuantizeLinear_abcd_acdb_node_conv2d/WithoutBiases", "Reorder", "conv1"),
            ("node_conv2d/WithoutBiases", "Convolution", "conv1"),
@@ -41,7 +42,8 @@ OV_INT8 = [("input_QuantizeLinear", "Subgraph", "conv1"),
            ("node_max_pool2d_2_acdb_abcd_node_Reshape_7", "Reorder", "pool5"),
            ("view_QuantizeLinear", "Subgraph", "pool5"),
            ("node_linear/WithoutBiases/DequantizationMultiply", "FullyConnectedQuantizedLegacy", "fc6"),
-           ("linear_1_DequantizeLinear", "Subgraph", "fc7"), ("logits", "FullyConnected", "fc8")]
+           ("node_linear_1/WithoutBiases/DequantizationMultiply", "FullyConnectedQuantizedLegacy", "fc7"),
+           ("node_linear_2/WithoutBiases/DequantizationMultiply", "FullyConnectedQuantizedLegacy", "fc8")]
 
 
 @pytest.fixture(scope="module")
