@@ -5,9 +5,12 @@ Linux only (/proc/stat); elsewhere every figure is None and nothing is ever call
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from core.host import usable_cores
 
@@ -58,16 +61,19 @@ class LoadMonitor:
     warning when other work took more than BUSY_SHARE of the CPUs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, canary: bool = False) -> None:
         self.start = self.last = CpuTimes.now()
         self.start_loadavg = _loadavg()
         self.stretches: list[LoadShare] = []
+        self.canary_ms: list[list[float]] | None = [] if canary else None
 
     def mark(self) -> LoadShare:
         now = CpuTimes.now()
         share = LoadShare.between(self.last, now)
-        self.last = now
         self.stretches.append(share)
+        if self.canary_ms is not None:  # after the stretch is read: the canary is this process's own time
+            self.canary_ms.append(host_canary_ms())
+        self.last = CpuTimes.now()
         return share
 
     def summary(self) -> dict[str, Any]:
@@ -77,11 +83,30 @@ class LoadMonitor:
                "steal_share": _round(whole.steal_share), "worst_round_other_share": _round(max(shares, default=None)),
                "load_average_1min": {"start": self.start_loadavg, "end": _loadavg()},
                "cpus": os.cpu_count(), "usable_cores": usable_cores(), "busy": whole.busy, "warning": None}
+        if self.canary_ms:
+            out["host_canary"] = {"what": CANARY_WHAT, "rounds_ms": self.canary_ms,
+                                  "p50_ms": round(statistics.median(v for r in self.canary_ms for v in r), 4)}
         if whole.busy:
             out["warning"] = (f"the machine was busy while measuring: other processes used "
                               f"{whole.other_share or 0:.0%} of the CPUs and {whole.steal_share or 0:.0%} was "
                               "stolen by the hypervisor; figures are slower and noisier than on a quiet machine")
         return out
+
+
+CANARY_WHAT = "numpy sort of 300,000 seeded float32 values, one thread, 3 calls after each round"
+_CANARY = np.random.default_rng(0).standard_normal(300_000).astype(np.float32)
+
+
+def host_canary_ms(calls: int = 3) -> list[float]:
+    """A fixed single-threaded computation (~8 ms on this project's machine) timed ``calls`` times: the host's own
+    speed beside a measurement, so a comparison of two runs can tell a slower host (another VM, a lower clock,
+    nothing this machine's process table shows) from slower code."""
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        np.sort(_CANARY, kind="quicksort")
+        times.append(round((time.perf_counter() - start) * 1e3, 4))
+    return times
 
 
 class LoadWindow:

@@ -124,7 +124,7 @@ def run_benches(jobs: Sequence[BenchJob], plan: BenchPlan, reference: Any = None
                     if raise_job_errors:
                         raise
                     states[-1].failure = str(e)
-            monitor = LoadMonitor()
+            monitor = LoadMonitor(canary=True)
             interrupted = _time_all(states, plan, progress, monitor)
             env = {**env, "load": monitor.summary()}
         except KeyboardInterrupt:

@@ -186,8 +186,9 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], max_slowdow
     it. A row regresses when either figure did, when its parity passed in the baseline and fails now, or when its
     top-1 fell by more than ``max_accuracy_drop`` points (where both sides measured it); it is ok when both figures
     are ok, inconclusive otherwise. A timing that regressed while other processes took more than BUSIER_BY more of
-    the CPUs than during the baseline is inconclusive instead: the slowdown may be theirs (this run's load and the
-    baseline's are in each report's environment). Rows in only one report are listed, never failed.
+    the CPUs than during the baseline, or while the host ran a fixed reference computation more than BUSIER_BY
+    slower, is inconclusive instead: the slowdown may be theirs or the host's (this run's load and the baseline's
+    are in each report's environment). Rows in only one report are listed, never failed.
 
     Args:
         baseline: A bench or pipeline report (checked with ``check_baseline``).
@@ -196,7 +197,8 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], max_slowdow
         max_accuracy_drop: Allowed top-1 loss in points.
     """
     old, new = rows(baseline), rows(current)
-    busier = _busier(baseline.get("environment") or {}, current.get("environment") or {})
+    envs = baseline.get("environment") or {}, current.get("environment") or {}
+    busier = _busier(*envs) or _host_slower(*envs)
     judged = tuple(_judge(key, old[key], new[key], max_slowdown, max_accuracy_drop, busier)
                    for key in new if key in old)
     return GateResult(_describe(baseline), max_slowdown, max_accuracy_drop, judged,
@@ -217,6 +219,20 @@ def _busier(old_env: Mapping[str, Any], new_env: Mapping[str, Any]) -> str | Non
         return None
     return (f"the machine was busier than for the baseline (other processes and steal {before:.0%} → {now:.0%} of "
             "the CPUs): the slowdown may be theirs; re-run when it is as quiet as for the baseline")
+
+
+def _host_slower(old_env: Mapping[str, Any], new_env: Mapping[str, Any]) -> str | None:
+    """Why this run's host was slower than the baseline's, or None: the fixed reference computation each bench times
+    between its rounds (core.load.host_canary_ms) took more than BUSIER_BY longer."""
+    def p50(env: Mapping[str, Any]) -> float | None:
+        return ((env.get("load") or {}).get("host_canary") or {}).get("p50_ms")
+
+    before, now = p50(old_env), p50(new_env)
+    if not before or not now or now / before - 1 <= BUSIER_BY:
+        return None
+    return (f"this host ran a fixed reference computation {now / before - 1:.0%} slower than for the baseline "
+            f"({before:.2f} → {now:.2f} ms): the slowdown may be the host's; re-run when it is as fast as for the "
+            "baseline")
 
 
 def _judge(key: tuple[str, str, int], old: Mapping[str, Any], new: Mapping[str, Any], max_slowdown: float,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -226,8 +227,11 @@ def test_one_thread_instead_of_two_fails_the_gate_naming_the_row(gate_baseline, 
     gate = json.loads(out.read_text())["gate"]
     (row,) = gate["rows"]
     assert "threads.onnxruntime_intra_op: " in result.output  # the environment change is reported with the verdict
-    if row["status"] == "inconclusive":  # never a pass: it says how long a run would decide it
-        assert result.exit_code == 4 and "would decide it" in result.output, result.output
+    if row["status"] == "inconclusive":  # never a pass: it says how long a run would decide it, or that the
+        # machine was busier than for the baseline (a slowdown then may be the neighbours')
+        assert result.exit_code == 4, result.output
+        assert "would decide it" in result.output or re.search(r"as (quiet|fast) as for the baseline",
+                                                               result.output), result.output
         pytest.skip(f"undecided on this machine at this duration: {row['reasons']}")
     assert result.exit_code == 1, result.output
     assert row["status"] == "regressed" and not gate["passed"]

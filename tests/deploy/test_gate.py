@@ -195,6 +195,25 @@ def test_a_slowdown_on_a_busier_machine_is_not_blamed_on_the_change():
     assert lost.outcome == "fail"
 
 
+def test_a_slowdown_on_a_slower_host_is_not_blamed_on_the_change():
+    """Nothing in the process table, but the bench's reference computation (core.load.host_canary_ms) ran 20 %
+    slower: another VM or a lower clock; the slowdown is not the change's. The same canary: it is."""
+    def env(canary_ms: float) -> dict:
+        return {**ENV, "load": {"other_processes_cpu_share": 0.01, "steal_share": 0.0,
+                                "host_canary": {"p50_ms": canary_ms, "rounds_ms": [[canary_ms] * 3]}}}
+
+    slower = compare(bench(bench_row(), env=env(8.0)), bench(bench_row(p50=130.0, seed=1), env=env(9.6)))
+    row = slower.rows[0]
+    assert row.status == "inconclusive" and "fixed reference computation 20% slower than for the baseline (8.00 → " \
+        "9.60 ms)" in row.reasons[0]
+    assert compare(bench(bench_row(), env=env(8.0)), bench(bench_row(p50=130.0, seed=1), env=env(8.2))).outcome \
+        == "fail"
+    # A canary that ran faster now excuses nothing; reports without one (older ones) are judged as before.
+    assert compare(bench(bench_row(), env=env(8.0)), bench(bench_row(p50=130.0, seed=1), env=env(6.0))).outcome \
+        == "fail"
+    assert compare(bench(bench_row()), bench(bench_row(p50=130.0, seed=1), env=env(9.6))).outcome == "fail"
+
+
 @pytest.mark.parametrize("report, message", [
     ([1, 2], "found no 'format' field"),
     ({"model": "m.onnx", "environment": {}, "results": []}, "a bench report from before reports carried a format"),
