@@ -117,6 +117,7 @@ def _export(checkpoint: Path | None, workdir: Path, names: list[str]) -> dict[st
     """The toolkit's exports (a file already in ``workdir`` is reused); parity misses of random weights are kept."""
     from benchmarks.export import _lenient, _random_checkpoint
     from export.errors import ParityError
+    from export.int8_search import Int8BudgetError
     from export.exporter import export_onnx
     from export.spec import ExportSpec
 
@@ -135,7 +136,7 @@ def _export(checkpoint: Path | None, workdir: Path, names: list[str]) -> dict[st
         print(f"exporting {name}", file=sys.stderr, flush=True)
         try:
             export_onnx(checkpoint, path, ExportSpec(precision=precision, lrn=lrn), parity_images=32)
-        except ParityError:  # random weights can miss the int8 gate; time the graph anyway
+        except (ParityError, Int8BudgetError):  # random weights can miss the int8 gates; time the graph anyway
             export_onnx(checkpoint, path, ExportSpec(precision=precision, lrn=lrn, tolerance=_lenient(),
                                                      max_accuracy_drop=100.0), parity_images=32)
     return files

@@ -94,8 +94,9 @@ IMAGE_TOLERANCES: dict[str, Tolerance] = {
 }
 
 # Largest validation-accuracy drop (percentage points, fp32 PyTorch → this precision) that passes; accuracy_budget
-# adds one image of slack for small validation sets.
-MAX_ACCURACY_DROP: dict[str, float] = {"fp32": 0.0, "fp16": 0.5, "bf16": 0.5, "int8": 1.0}
+# adds one image of slack for small validation sets. int8 shares fp16's 0.5 (and the verdict's): its export now keeps
+# layers in fp32 until the budget holds (export/int8_search.py) instead of hoping one recipe does.
+MAX_ACCURACY_DROP: dict[str, float] = {"fp32": 0.0, "fp16": 0.5, "bf16": 0.5, "int8": 0.5}
 
 
 def accuracy_budget(precision: str, images: int, override: float | None = None) -> float:
