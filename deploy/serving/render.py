@@ -68,6 +68,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     out += [""] + [f"- {r['runtime']} {r['precision']}: {r['server_note']}" for r in data["results"]
                    if r.get("server_note")]
     out += [f"- skipped {k}: {v}" for k, v in data["skipped"].items()]
+    out += [_simulated_line(r) for r in data["results"] if r.get("simulated")]
     out += ["", "## How it was measured", "",
             f"- Samples: {qsl['samples']} — {qsl['source']}. Responses are checked against {qsl['reference']}.",
             f"- MLPerf LoadGen {lg['version']} ({lg['package']}), scenarios {', '.join(data['scenarios'])}; every run "
@@ -77,12 +78,16 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"with t queries over it a run needs at least h(t) + t queries ({passing_queries(0)} with none over). "
             f"Each Server run has at least {lg['server_min_queries']} queries, enough to pass with "
             f"{tail} over the SLO, so it lasts max({lg['min_duration_s']:g} s, "
-            f"{lg['server_min_queries']} / QPS).",
-            "- Search: each executor layout's batch latency is profiled with every executor busy; per layout the "
-            "largest max batch whose latency fits twice in the SLO is a candidate; the best-predicted one is "
-            "bisected on the target QPS until the failing probe is within "
-            f"{data['plan']['ratio']:g}x of the answer, each other candidate (and a half batch and a queue delay "
-            "of the winner) first runs at 1.05x the best answer and is dropped if it fails.",
+            f"{lg['server_min_queries']} / QPS); below {lg['server_min_queries']} / {data['plan']['max_run_s']:g} s "
+            f"QPS a run is cut to --max-run ({data['plan']['max_run_s']:g} s) of queries, never below "
+            f"{passing_queries(0)}, and then allows fewer queries over the SLO.",
+            "- Search: each executor layout's batch latency is profiled with every executor busy; the batcher is "
+            "simulated on those latencies (Poisson arrivals, each max batch and queue delay, plus the time a "
+            "request spends outside the executors) and each layout's best setting is a candidate, best first, "
+            "then the largest max batch whose latency fits twice in the SLO; the first is bisected on the target "
+            f"QPS until the failing probe is within {data['plan']['ratio']:g}x of the answer, each other candidate "
+            "(and a half batch and a queue delay of the winner) first runs at 1.05x the best answer and is dropped "
+            "if it fails.",
             f"- Accuracy: LoadGen logs up to 512 responses of every run (top-1 class, mlperf_log_accuracy.json); the "
             f"answer's are compared with the reference top-1 of the same samples (budget: "
             f"{data['plan']['max_accuracy_drop']:g} top-1 points).", "",
@@ -97,3 +102,12 @@ def render_markdown(data: dict[str, Any]) -> str:
                        f"{t['scenario']} | {target} | {config_text(t['config'])} | {t['validity']} | "
                        f"{ms(t['p99_ms'])} | {t['queries']} | {t.get('overlatency_queries') or '-'} |")
     return "\n".join(out) + "\n"
+
+
+def _simulated_line(r: dict[str, Any]) -> str:
+    """What the simulated batcher predicted for a row, beside Offline: how much of it any setting keeps at the SLO."""
+    sim, offline = r["simulated"], r.get("offline_samples_per_s")
+    share = f" = {sim['qps'] / offline:.2f}x Offline" if offline else ""
+    return (f"- {r['runtime']} {r['precision']}: the simulated batcher's best is {sim['qps']:g} QPS{share} "
+            f"(p99 {ms(sim['p99_ms'])} ms, mean batch {sim['mean_batch']:g}, {config_text(sim['config'])}; "
+            f"{ms(sim['overhead_ms'])} ms per request outside the executors)")

@@ -119,9 +119,11 @@ def _server(row: dict[str, Any], runner, profiles, p50_ms: float) -> None:
     if p50_ms > slo:
         row["server_note"] = f"not searched: one sample alone takes {p50_ms:.2f} ms (p50), above the SLO"
         return
-    winner, edge = runner.server(profiles)
+    winner, edge = runner.server(profiles, p50_ms)
     best, above = edge.best, edge.above
     row["server_trials"] = len(edge.trials)
+    if runner.simulated:
+        row["simulated"] = runner.simulated
     if best is None:
         row["server_note"] = (f"no LoadGen Server run met p99 <= {slo:g} ms" + (
             f" (lowest probe {min(t.settings.target_qps for t in edge.trials):g} QPS)" if edge.trials else ""))

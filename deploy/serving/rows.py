@@ -16,6 +16,7 @@ from deploy.serving.executors import Executors, Layout, ServingConfig, ServingTa
 from deploy.serving.qsl import SampleSet
 from deploy.serving.search import (Profile, best_throughput, candidates, profile_layout, server_search,
                                    single_sample_p50)
+from deploy.serving.simulate import ranked
 from deploy.serving.sizing import server_queries, stream_queries
 from deploy.serving.trials import Trial, TrialSettings, read_responses, run_trial, serve
 from export.spec import accuracy_budget
@@ -35,6 +36,7 @@ class RowRunner:
         self.root = out_dir / self.folder
         self.trials: list[Trial] = []
         self._open: Executors | None = None
+        self.simulated: dict[str, Any] | None = None
 
     def executors(self, layout: Layout) -> Executors:
         if self._open is not None and self._open.layout == layout:
@@ -106,11 +108,18 @@ class RowRunner:
                 "p99_ms": trial.result["p99_ms"], "valid": trial.valid, "config": config.to_dict(),
                 "loadgen_summary": trial.to_dict()["loadgen_summary"]}
 
-    def server(self, profiles: list[Profile]) -> tuple[ServingConfig | None, Any]:
+    def server(self, profiles: list[Profile], p50_ms: float) -> tuple[ServingConfig | None, Any]:
         plan = self.plan
-        queries = plan.min_queries or server_queries(plan.tail_share)
+        sized, least = plan.min_queries or server_queries(plan.tail_share), plan.min_queries or server_queries(0.0)
+
+        def queries_at(qps: float) -> int:
+            """The tail share's run length, shortened to --max-run at low QPS but never below LoadGen's floor (the
+            fewest queries that pass with none over the SLO): a slow runtime still gets an answer, held to a
+            stricter tail."""
+            return max(least, min(sized, int(qps * plan.max_run_s)))
 
         def trial_at(config: ServingConfig, qps: float) -> Trial:
+            queries = queries_at(qps)
             length = max(plan.duration_s, queries / qps)
             settings = TrialSettings("server", plan.duration_s, queries, 1.5 * length + 10, target_qps=qps,
                                      slo_ms=plan.slo_ms, seed=plan.seed)
@@ -123,7 +132,7 @@ class RowRunner:
                 trial = self.trial(config, settings)
             return trial
 
-        options = candidates(profiles, plan.slo_ms, plan.max_batch)
+        options = self.options(profiles, p50_ms)
 
         def refinements(config: ServingConfig, best_qps: float) -> list[ServingConfig]:
             """Half the max batch, and a queue delay of the time half a max batch takes to arrive at the best QPS
@@ -132,9 +141,23 @@ class RowRunner:
             delay_us = int(min(0.5 * config.max_batch / best_qps * 1e3, plan.slo_ms / 4) * 1000)
             return out + ([dataclasses.replace(config, queue_delay_us=delay_us)] if delay_us >= 50 else [])
 
-        winner, edge, _ = server_search(trial_at, options, refinements, plan.slo_ms, queries / plan.max_run_s,
+        winner, edge, _ = server_search(trial_at, options, refinements, plan.slo_ms, least / plan.max_run_s,
                                         plan.max_trials, plan.ratio)
         return winner, edge
+
+    def options(self, profiles: list[Profile], p50_ms: float) -> list[tuple[ServingConfig, float]]:
+        """The configurations to try, best first: each layout's best by simulation (simulate.ranked), then the
+        latency-rule candidates not among them as fallbacks. Keeps the simulated best in ``self.simulated``."""
+        plan = self.plan
+        overhead = max(0.0, p50_ms - min(p.latency_ms[1] for p in profiles)) if profiles else 0.0
+        self.progress.stage(f"{self.target.label}: simulating the batcher on the profiled latencies")
+        sim = ranked(profiles, plan.slo_ms, plan.max_batch, max(plan.tail_share, 0.001), overhead)
+        self.simulated = None if not sim else {
+            "qps": round(sim[0][1].qps, 1), "p99_ms": round(sim[0][1].p99_ms, 2), "config": sim[0][0].to_dict(),
+            "mean_batch": round(sim[0][1].mean_batch, 2), "overhead_ms": round(overhead, 3)}
+        first = [(config, result.qps) for config, result in sim]
+        seen = {config for config, _ in first}
+        return first + [c for c in candidates(profiles, plan.slo_ms, plan.max_batch) if c[0] not in seen]
 
     def accuracy(self, trial: Trial) -> dict[str, Any]:
         """The trial's logged responses against the reference top-1 (and the labels) of the same samples."""

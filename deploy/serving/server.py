@@ -31,23 +31,32 @@ class Response:
 
 
 class ServerStats:
-    """Counts and time sums over the answered requests (thread-safe)."""
+    """Counts and time sums over the answered requests, and each batch's service time (thread-safe)."""
+    KEPT = 50_000                            # batches and latencies kept for percentiles (a run has fewer)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.completed = self.failed = self.timed_out = 0
         self.queue_wait_s = self.latency_s = 0.0
         self.batch_sizes: Counter[int] = Counter()
+        self.service_s: dict[int, list[float]] = {}   # batch size → service times (taken → answered)
+        self.latencies_s: list[float] = []            # arrival → answered, inside the server
 
     def add(self, responses: Sequence[Response], batch: bool) -> None:
         with self._lock:
             if batch and responses:
-                self.batch_sizes[responses[0].batch_size] += 1
+                first = responses[0]
+                self.batch_sizes[first.batch_size] += 1
+                kept = self.service_s.setdefault(first.batch_size, [])
+                if len(kept) < self.KEPT:
+                    kept.append(first.latency_s - first.queue_wait_s)
             for r in responses:
                 if r.error is None:
                     self.completed += 1
                     self.queue_wait_s += r.queue_wait_s
                     self.latency_s += r.latency_s
+                    if len(self.latencies_s) < self.KEPT:
+                        self.latencies_s.append(r.latency_s)
                 elif isinstance(r.error, QueueTimeout):
                     self.timed_out += 1
                 else:
@@ -56,12 +65,19 @@ class ServerStats:
     def to_dict(self) -> dict[str, Any]:
         with self._lock:
             batches = sum(self.batch_sizes.values())
+            inside = np.percentile(self.latencies_s, [50, 99]) * 1e3 if self.latencies_s else (None, None)
             return {"completed": self.completed, "failed": self.failed, "timed_out": self.timed_out,
                     "batches": batches,
                     "mean_batch": sum(k * v for k, v in self.batch_sizes.items()) / batches if batches else None,
                     "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
                     "queue_wait_share": self.queue_wait_s / self.latency_s if self.latency_s > 0 else None,
-                    "mean_latency_ms": self.latency_s / self.completed * 1e3 if self.completed else None}
+                    "mean_latency_ms": self.latency_s / self.completed * 1e3 if self.completed else None,
+                    # what the server itself saw (LoadGen's latency adds its issue and response paths)
+                    "inside_p50_ms": None if inside[0] is None else round(float(inside[0]), 3),
+                    "inside_p99_ms": None if inside[1] is None else round(float(inside[1]), 3),
+                    "service_ms": {str(k): {"p50": round(float(np.median(v)) * 1e3, 3),
+                                            "p99": round(float(np.percentile(v, 99)) * 1e3, 3), "n": len(v)}
+                                   for k, v in sorted(self.service_s.items()) if v}}
 
 
 class Server:
