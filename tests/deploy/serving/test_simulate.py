@@ -1,4 +1,4 @@
-"""The batcher simulation the search ranks configurations with: queueing behaviour with known answers, and the ranking."""
+"""The batcher simulation the search ranks configurations with: queueing with known answers, and the ranking."""
 from __future__ import annotations
 
 import pytest
