@@ -98,23 +98,6 @@ def max_qps(service_ms: Callable[[int], float], executors: int, policy: BatchPol
     return low
 
 
-def interpolate(latency_ms: dict[int, float]) -> Callable[[int], float]:
-    """A batch's latency from measured sizes: linear between them, proportional past the largest."""
-    sizes = sorted(latency_ms)
-
-    def at(batch: int) -> float:
-        if batch in latency_ms:
-            return latency_ms[batch]
-        k = bisect.bisect_left(sizes, batch)
-        if k == 0:
-            return latency_ms[sizes[0]]
-        if k == len(sizes):
-            return latency_ms[sizes[-1]] * batch / sizes[-1]
-        lo, hi = sizes[k - 1], sizes[k]
-        return latency_ms[lo] + (batch - lo) / (hi - lo) * (latency_ms[hi] - latency_ms[lo])
-    return at
-
-
 DELAYS_US = (0, 1000, 2000, 5000)     # queue delays simulated (a fifth of a 50 ms SLO at most; more only adds wait)
 
 
@@ -127,7 +110,7 @@ def ranked(profiles: Sequence[Profile], slo_ms: float, limit: int, share: float,
     unit = arrivals(REQUESTS, seed=0)
     out = []
     for p in profiles:
-        service = interpolate(p.latency_ms)
+        service = p.latency_at
         found: tuple[ServingConfig, Simulated] | None = None
         for batch in [b for b in sizes if b <= limit]:
             if service(batch) + overhead_ms > slo_ms:

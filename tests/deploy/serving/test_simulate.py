@@ -6,7 +6,7 @@ import pytest
 from deploy.serving.batcher import BatchPolicy
 from deploy.serving.executors import Layout
 from deploy.serving.search import Profile
-from deploy.serving.simulate import arrivals, interpolate, max_qps, ranked, simulate
+from deploy.serving.simulate import arrivals, max_qps, ranked, simulate
 
 UNIT = arrivals(8000, seed=0)
 
@@ -39,8 +39,8 @@ def test_batching_gain_raises_the_answer():
     assert gain.qps > 1.3 * flat.qps
 
 
-def test_interpolate_between_and_past_the_measured_sizes():
-    at = interpolate({1: 2.0, 4: 5.0, 8: 9.0})
+def test_service_time_between_and_past_the_profiled_sizes():
+    at = Profile(Layout(1, 2), {1: 2.0, 4: 5.0, 8: 9.0}, {}).latency_at
     assert at(1) == 2.0 and at(2) == pytest.approx(3.0) and at(6) == pytest.approx(7.0) and at(16) == 18.0
 
 
