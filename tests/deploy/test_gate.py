@@ -193,6 +193,9 @@ def test_a_slowdown_on_a_busier_machine_is_not_blamed_on_the_change():
     assert compare(bench(bench_row(), env=busy), bench(bench_row(p50=220.0, seed=1), env=quiet)).outcome == "fail"
     lost = compare(bench(bench_row(), env=quiet), bench(bench_row(parity=False, seed=1), env=busy))
     assert lost.outcome == "fail"
+    # A third of the CPUs taken explains a slowdown up to about 2.3x, not 10x.
+    far = compare(bench(bench_row(), env=quiet), bench(bench_row(p50=1000.0, seed=1), env=busy))
+    assert far.outcome == "fail" and "beyond what the busier machine explains" in far.rows[0].reasons[0]
 
 
 def test_a_slowdown_on_a_slower_host_is_not_blamed_on_the_change():
@@ -212,6 +215,9 @@ def test_a_slowdown_on_a_slower_host_is_not_blamed_on_the_change():
     assert compare(bench(bench_row(), env=env(8.0)), bench(bench_row(p50=130.0, seed=1), env=env(6.0))).outcome \
         == "fail"
     assert compare(bench(bench_row()), bench(bench_row(p50=130.0, seed=1), env=env(9.6))).outcome == "fail"
+    # A host 6 % slower explains up to 13 % (its square), not 3x: that is the change's, whatever the canary says.
+    far = compare(bench(bench_row(), env=env(8.0)), bench(bench_row(p50=300.0, seed=1), env=env(8.5)))
+    assert far.outcome == "fail" and "beyond what the slower host explains (up to +18.5%)" in far.rows[0].reasons[0]
 
 
 @pytest.mark.parametrize("report, message", [
