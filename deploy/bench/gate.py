@@ -16,14 +16,11 @@ from core.errors import UsageError
 from deploy.formats import BENCH_FORMAT, BENCH_FORMAT_VERSION, PIPELINE_FORMAT, PIPELINE_FORMAT_VERSION
 from deploy.bench.reports import interval_list, read_rounds
 from deploy.bench.stats import METHOD, SEED, RatioJudgement, judge_ratio, replicates
+from deploy.bench.excuses import Excuse, busier, environment_changes, host_slower
 from deploy.bench.verdict import DEFAULT_MAX_ACCURACY_DROP
 
 _VERSIONS = {BENCH_FORMAT: BENCH_FORMAT_VERSION, PIPELINE_FORMAT: PIPELINE_FORMAT_VERSION}
 DEFAULT_MAX_SLOWDOWN = 0.05        # 5 % slower p50 (or 5 % less img/s) than the baseline fails a row
-# Other processes taking this much more of the CPUs than during the baseline excuse a slowdown (inconclusive, not
-# regressed): on 2 cores, 5 points is a tenth of a core, enough to slow a 2-thread runtime well beyond 5 % (its
-# threads wait for the one that shares its core); a quiet machine reads 0-2 %.
-BUSIER_BY = 0.05
 _EPS = 1e-9
 
 
@@ -199,62 +196,17 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], max_slowdow
     """
     old, new = rows(baseline), rows(current)
     envs = baseline.get("environment") or {}, current.get("environment") or {}
-    excuses = [e for e in (_busier(*envs), _host_slower(*envs)) if e]
-    busier = max(excuses, key=lambda e: e.factor) if excuses else None
-    judged = tuple(_judge(key, old[key], new[key], max_slowdown, max_accuracy_drop, busier)
+    excuses = [e for e in (busier(*envs), host_slower(*envs)) if e]
+    excuse = max(excuses, key=lambda e: e.factor) if excuses else None
+    judged = tuple(_judge(key, old[key], new[key], max_slowdown, max_accuracy_drop, excuse)
                    for key in new if key in old)
     return GateResult(_describe(baseline), max_slowdown, max_accuracy_drop, judged,
                       tuple(_label(k) for k in old if k not in new), tuple(_label(k) for k in new if k not in old),
                       environment_changes(baseline.get("environment") or {}, current.get("environment") or {}))
 
 
-@dataclass(frozen=True)
-class _Excuse:
-    """Why this run's timings may be slower for reasons other than the change, and by how much at most: a timing
-    whose ratio's whole interval lies beyond ``factor`` × (1 + allowed slowdown) is slower than that can explain."""
-    what: str       # "the busier machine", "the slower host"
-    why: str
-    factor: float
-
-
-def _busier(old_env: Mapping[str, Any], new_env: Mapping[str, Any]) -> _Excuse | None:
-    """Why this run's machine was busier than the baseline's, or None: other processes (and steal) took more than
-    BUSIER_BY more of the CPUs while it was measured."""
-    def share(env: Mapping[str, Any]) -> float | None:
-        load = env.get("load") or {}
-        other = load.get("other_processes_cpu_share")
-        return None if other is None else other + (load.get("steal_share") or 0.0)
-
-    before, now = share(old_env), share(new_env)
-    if before is None or now is None or now - before <= BUSIER_BY:
-        return None
-    # Losing a share d of the CPUs slows CPU-bound work by 1/(1-d); threads that wait for the one sharing a core can
-    # lose about as much again, so the excuse covers the square of it (one core of two taken: up to 4x).
-    factor = 1 / max(1 - (now - before), 0.1) ** 2
-    why = (f"the machine was busier than for the baseline (other processes and steal {before:.0%} → {now:.0%} of "
-           "the CPUs): the slowdown may be theirs; re-run when it is as quiet as for the baseline")
-    return _Excuse("the busier machine", why, factor)
-
-
-def _host_slower(old_env: Mapping[str, Any], new_env: Mapping[str, Any]) -> _Excuse | None:
-    """Why this run's host was slower than the baseline's, or None: the fixed reference computation each bench times
-    between its rounds (core.load.host_canary_ms) took more than BUSIER_BY longer."""
-    def p50(env: Mapping[str, Any]) -> float | None:
-        return ((env.get("load") or {}).get("host_canary") or {}).get("p50_ms")
-
-    before, now = p50(old_env), p50(new_env)
-    if not before or not now or now / before - 1 <= BUSIER_BY:
-        return None
-    # A sort is not a GEMM: a host r times slower on it may be more than r slower on the model (memory bandwidth,
-    # clocks under load); the excuse covers r squared, no more (20 % slower: up to 1.44x).
-    why = (f"this host ran a fixed reference computation {now / before - 1:.0%} slower than for the baseline "
-           f"({before:.2f} → {now:.2f} ms): the slowdown may be the host's; re-run when it is as fast as for the "
-           "baseline")
-    return _Excuse("the slower host", why, (now / before) ** 2)
-
-
 def _judge(key: tuple[str, str, int], old: Mapping[str, Any], new: Mapping[str, Any], max_slowdown: float,
-           max_drop: float, busier: _Excuse | None = None) -> RowComparison:
+           max_drop: float, excuse: Excuse | None = None) -> RowComparison:
     regressed: list[str] = []
     if old["parity_passed"] is True and new["parity_passed"] is False:
         regressed.append("parity failed (it passed in the baseline)")
@@ -266,10 +218,10 @@ def _judge(key: tuple[str, str, int], old: Mapping[str, Any], new: Mapping[str, 
     timing = _judge_timing(old, new, max_slowdown)
     slower = [(why, low) for outcome, why, low in timing.reasons if outcome == "regressed"]
     undecided = [why for outcome, why, _ in timing.reasons if outcome == "inconclusive"]
-    if busier:  # beyond the allowance, but maybe not what changed: within what the excuse explains
-        limit = (1 + max_slowdown) * busier.factor
-        undecided = [f"{why}: {busier.why}" for why, low in slower if low <= limit] + undecided
-        slower = [(f"{why}, beyond what {busier.what} explains (up to {_signed(limit)})", low)
+    if excuse:  # beyond the allowance, but maybe not what changed: within what the excuse explains
+        limit = (1 + max_slowdown) * excuse.factor
+        undecided = [f"{why}: {excuse.why}" for why, low in slower if low <= limit] + undecided
+        slower = [(f"{why}, beyond what {excuse.what} explains (up to {_signed(limit)})", low)
                   for why, low in slower if low > limit]
     regressed += [why for why, _ in slower]
     status = "regressed" if regressed else "inconclusive" if undecided else "ok"
@@ -347,22 +299,3 @@ def _describe(report: Mapping[str, Any]) -> str:
     else:
         what = f"pipeline report of {report.get('out')}"
     return what + (f" ({when})" if when else "")
-
-
-def environment_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[str, ...]:
-    """What differs between two environment fingerprints that can move a timing: CPU, GPU, library versions and
-    thread settings (host names and timestamps are left out)."""
-    def flat(env: Mapping[str, Any]) -> dict[str, Any]:
-        cpu, gpu = env.get("cpu") or {}, env.get("gpu") or {}
-        load = cpu.get("load_average_1min")  # other work on the machine, in half-cores (finer is noise)
-        busy = (env.get("load") or {}).get("other_processes_cpu_share")  # measured during the run itself
-        out = {"cpu.model": cpu.get("model"), "cpu.usable_cores": cpu.get("usable_cores"),
-               "cpu.load_average_1min": None if load is None else round(load * 2) / 2,
-               "load.other_processes_cpu_share": None if busy is None else f"{round(busy * 10) * 10}%",
-               "gpu.name": gpu.get("name"), "gpu.driver": gpu.get("driver"), "python": env.get("python")}
-        out.update({f"libraries.{k}": v for k, v in (env.get("libraries") or {}).items()})
-        out.update({f"threads.{k}": v for k, v in (env.get("threads") or {}).items()})
-        return out
-
-    a, b = flat(old), flat(new)
-    return tuple(f"{k}: {a.get(k)} → {b.get(k)}" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k))

@@ -194,7 +194,7 @@ def _results(report: dict[str, Any]) -> list[str]:
     if not report["rows"]:
         lines.append("| (no results) |" + " |" * (len(_HEADER) - 1))
     lines += ["", "Latency is per call (host, end to end) and img/s = batch / mean latency; every runtime × precision "
-              "× batch size was timed in the same interleaved rounds, and the 95% intervals are those of "
+              "× batch size was timed in the same interleaved rounds, and the intervals are each the "
               f"{METHOD}. Parity compares the logits with the PyTorch fp32 checkpoint on fixed-seed random inputs "
               "(the bench) and on the validation images "
               "(the precision's tolerance). top-1, agreement (same top-1 class as PyTorch fp32) and Δ top-1 are "
