@@ -185,7 +185,7 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], max_slowdow
     are ok, inconclusive otherwise. A timing that regressed while other processes took more than BUSIER_BY more of
     the CPUs than during the baseline, or while the host ran a fixed reference computation more than BUSIER_BY
     slower, is inconclusive instead, as long as that can explain it: the slowdown may be theirs or the host's (this
-    run's load and the baseline's are in each report's environment). What an excuse explains is bounded (``_Excuse``):
+    run's load and the baseline's are in each report's environment). What an excuse explains is bounded (``Excuse``):
     a slowdown beyond it regresses all the same. Rows in only one report are listed, never failed.
 
     Args:
