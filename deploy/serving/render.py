@@ -63,6 +63,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     out = [f"# Capacity at p99 <= {data['slo_ms']:g} ms", "", f"**{recommendation_text(data)}**", ""]
     if data["partial"]:
         out += ["*Partial report: the run was interrupted; it holds the runs that finished.*", ""]
+    warning = busy_warning(data)
+    out += [warning, ""] if warning else []
     out += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(c.replace("|", "/") for c in row_cells(r)) + " |" for r in data["results"]]
     out += [""] + [f"- {r['runtime']} {r['precision']}: {r['server_note']}" for r in data["results"]
@@ -102,6 +104,17 @@ def render_markdown(data: dict[str, Any]) -> str:
                        f"{t['scenario']} | {target} | {config_text(t['config'])} | {t['validity']} | "
                        f"{ms(t['p99_ms'])} | {t['queries']} | {t.get('overlatency_queries') or '-'} |")
     return "\n".join(out) + "\n"
+
+
+def busy_warning(data: dict[str, Any]) -> str | None:
+    """The line that says the machine was busy during the run, naming the rows measured while it was, or None."""
+    warning = ((data.get("environment") or {}).get("load") or {}).get("warning")
+    busy = [f"{r['runtime']} {r['precision']} ({r['load']['other_processes_cpu_share'] or 0:.0%} other processes, "
+            f"{r['load']['steal_share'] or 0:.0%} steal)" for r in data["results"] if (r.get("load") or {}).get("busy")]
+    if not warning and not busy:
+        return None
+    return (f"*Warning: {warning or 'the machine was busy while some rows were measured'}"
+            + (f"; busy rows: {', '.join(busy)}" if busy else "") + ".*")
 
 
 def _simulated_line(r: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 from core.errors import ToolkitError
 from core.fileio import write_json_atomic, write_text_atomic
+from core.load import LoadMonitor
 from core.onnx_file import model_sha256
 from deploy.formats import CAPACITY_FORMAT, CAPACITY_FORMAT_VERSION
 from deploy.serving.trials import LOADGEN_VERSION
@@ -26,6 +27,7 @@ class CapacityRecord:
         self.out_dir, self.plan, self.sample_set, self.skipped, self.cores = out_dir, plan, sample_set, skipped, cores
         self.rows: list[dict[str, Any]] = []
         self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.load = LoadMonitor(canary=True)  # a busy machine moves every figure: the report says how busy it was
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -54,6 +56,9 @@ class CapacityRecord:
         finally:
             row["trials"] = [t.to_dict() for t in runner.trials]
             runner.close()
+            share = self.load.mark()
+            row["load"] = {"seconds": round(share.seconds, 1), "other_processes_cpu_share": share.other_share,
+                           "steal_share": share.steal_share, "busy": share.busy}
         return row
 
     def failures(self) -> list[str]:
@@ -74,7 +79,7 @@ class CapacityRecord:
             "plan": plan.to_dict(), "cores": self.cores, "qsl": self.sample_set.to_dict(),
             "results": self.rows, "recommendation": rec, "recommendation_note": note,
             "skipped": self.skipped, "plot": "capacity.png", "wall_s": round(wall_s, 1),
-            "environment": collect_environment()}
+            "environment": {**collect_environment(), "load": self.load.summary()}}
 
     def write(self, wall_s: float, partial: bool) -> dict[str, Any]:
         """capacity.json, capacity.md and capacity.png, each atomically; returns the JSON's content."""

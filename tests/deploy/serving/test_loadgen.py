@@ -82,3 +82,21 @@ def test_capacity_end_to_end_through_the_cli(model, tmp_path):
         assert (out / trial["loadgen_summary"]).is_file() and (out / trial["loadgen_detail"]).is_file()
     assert NOT_MLPERF in (out / "capacity.md").read_text() and (out / "capacity.png").stat().st_size > 1000
     assert "Recommended at p99 <= 500 ms: onnxruntime fp32" in result.output
+    # How busy the machine was, for the whole run and per row (a busy one is flagged in capacity.md).
+    load = data["environment"]["load"]
+    assert load["seconds"] > 0 and 0 <= load["other_processes_cpu_share"] <= 1 and load["host_canary"]["p50_ms"] > 0
+    assert set(row["load"]) == {"seconds", "other_processes_cpu_share", "steal_share", "busy"}
+
+
+def test_a_busy_machine_is_flagged_in_the_capacity_report():
+    from deploy.serving.render import busy_warning
+
+    def data(busy: bool) -> dict:
+        load = {"seconds": 60.0, "other_processes_cpu_share": 0.4 if busy else 0.01, "steal_share": 0.0, "busy": busy}
+        row = {"runtime": "openvino", "precision": "int8", "load": load}
+        return {"environment": {"load": {"warning": "the machine was busy while measuring" if busy else None}},
+                "results": [row]}
+
+    assert busy_warning(data(True)) == ("*Warning: the machine was busy while measuring; busy rows: openvino int8 "
+                                        "(40% other processes, 0% steal).*")
+    assert busy_warning(data(False)) is None
