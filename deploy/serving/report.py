@@ -57,8 +57,8 @@ class CapacityRecord:
             row["trials"] = [t.to_dict() for t in runner.trials]
             runner.close()
             share = self.load.mark()
-            row["load"] = {"seconds": round(share.seconds, 1), "other_processes_cpu_share": share.other_share,
-                           "steal_share": share.steal_share, "busy": share.busy}
+            row["load"] = {"seconds": round(share.seconds, 1), "other_processes_cpu_share": _share(share.other_share),
+                           "steal_share": _share(share.steal_share), "busy": share.busy}
         return row
 
     def failures(self) -> list[str]:
@@ -91,6 +91,10 @@ class CapacityRecord:
         write_text_atomic(self.out_dir / "capacity.md", render_markdown(data))
         plot_capacity(self.out_dir / "capacity.png", data)
         return data
+
+
+def _share(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def base_row(runner, p50_ms: float | None) -> dict[str, Any]:
