@@ -53,6 +53,10 @@ class LoadShare:
     def busy(self) -> bool:
         return (self.other_share or 0.0) + (self.steal_share or 0.0) > BUSY_SHARE
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 1), "other_processes_cpu_share": _round(self.other_share),
+                "steal_share": _round(self.steal_share), "busy": self.busy}
+
 
 class LoadMonitor:
     """Reads the machine's load around a measurement and per stretch of it (``mark`` after each timed round).

@@ -56,9 +56,7 @@ class CapacityRecord:
         finally:
             row["trials"] = [t.to_dict() for t in runner.trials]
             runner.close()
-            share = self.load.mark()
-            row["load"] = {"seconds": round(share.seconds, 1), "other_processes_cpu_share": _share(share.other_share),
-                           "steal_share": _share(share.steal_share), "busy": share.busy}
+            row["load"] = self.load.mark().to_dict()
         return row
 
     def failures(self) -> list[str]:
@@ -91,10 +89,6 @@ class CapacityRecord:
         write_text_atomic(self.out_dir / "capacity.md", render_markdown(data))
         plot_capacity(self.out_dir / "capacity.png", data)
         return data
-
-
-def _share(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
 
 
 def base_row(runner, p50_ms: float | None) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def profile_layout(executors: Executors, samples: np.ndarray, limit: int, rounds
     over the sizes, each size ``rounds`` batches per executor after one warm-up batch; per size the lowest of the
     passes' median latencies (and the highest rate).
 
-    Interference only ever adds time, and on a shared 2-core VM one pass in three measured a size up to 2x slow
+    Interference only ever adds time, and on a shared 2-core VM two passes back to back measured a size 1.7x apart
     (OpenVINO int8, 2 streams, batch 16: 71 then 124 ms); the simulation ranks layouts and batch sizes on these
     figures, so each needs the layout's own speed. LoadGen's runs then measure whatever the machine does."""
     n = executors.layout.executors
