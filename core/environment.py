@@ -10,7 +10,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from core.host import usable_cores
+from core.host import cpu_features, usable_cores
 
 
 def cpu_model() -> str:
@@ -74,7 +74,8 @@ def collect_environment(allocator_tuned: bool | None = None, ort_threads: int | 
         "host": platform.node(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(), "usable_cores": usable_cores(),
+        "cpu": {"model": cpu_model(), "features": list(cpu_features()), "logical_cores": os.cpu_count(),
+                "usable_cores": usable_cores(),
                 # Other work on the machine while it was measured: a regression gate cannot see a steadily busier
                 # machine in the coefficient of variation, but it can in this.
                 "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
@@ -99,5 +100,6 @@ def describe_environment(env: dict[str, Any]) -> str:
     gpu_text = (f"{gpu['name']} (sm {gpu['compute_capability']}, driver {gpu.get('driver')}, CUDA "
                 f"{gpu.get('cuda_runtime')})" if gpu.get("available") else "no GPU")
     extra = "".join(f", {name} {libs[name]}" for name in ("openvino", "tensorrt") if libs.get(name))
-    return (f"{cpu['model']} ({cpu['usable_cores']} cores), {gpu_text}; torch {libs['torch']} "
+    isa = "".join(f", {name.upper().replace('_', '-')}" for name in cpu.get("features", ()) if name.startswith("amx"))
+    return (f"{cpu['model']} ({cpu['usable_cores']} cores{isa}), {gpu_text}; torch {libs['torch']} "
             f"({env['threads']['torch_intra_op']} threads), onnxruntime {libs['onnxruntime']}{extra}")

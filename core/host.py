@@ -7,7 +7,7 @@ import functools
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from core.errors import UnavailableError, UsageError
 
@@ -55,15 +55,31 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+# The instruction sets that decide which kernels the runtimes pick for this model: a host with AMX has ~2x the int8
+# GEMM ceiling of one with AVX512-VNNI alone, so a figure means little without them (docs/performance.md).
+MATRIX_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8",
+                   "amx_bf16", "amx_fp16")
+
+
 @functools.cache
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+def cpu_features() -> tuple[str, ...]:
+    """The entries of :data:`MATRIX_FEATURES` this CPU reports in /proc/cpuinfo (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            return matrix_features(f)
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return ()
+
+
+def matrix_features(cpuinfo: Iterable[str]) -> tuple[str, ...]:
+    """The :data:`MATRIX_FEATURES` on the first ``flags`` line of /proc/cpuinfo's text, in that order."""
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []))
+    return tuple(name for name in MATRIX_FEATURES if name in flags)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()))
 
 
 @functools.cache
