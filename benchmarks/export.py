@@ -200,11 +200,16 @@ def _stock_export(checkpoint: Path, path: Path, dynamo: bool) -> None:
                               output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
 
+def layer_macs(num_classes: int) -> dict[str, int]:
+    """Multiply-adds per 227x227 image of each AlexNet layer with weights (conv: out channels x kernel x outputs)."""
+    convs = {"conv1": (96, 3 * 11 * 11, 55 * 55), "conv2": (256, 48 * 5 * 5, 27 * 27),
+             "conv3": (384, 256 * 9, 13 * 13), "conv4": (384, 192 * 9, 13 * 13), "conv5": (256, 192 * 9, 13 * 13)}
+    macs = {name: o * k * hw for name, (o, k, hw) in convs.items()}
+    return macs | {"fc6": 9216 * 4096, "fc7": 4096 * 4096, "fc8": 4096 * num_classes}
+
+
 def _gflop_per_image(num_classes: int) -> float:
-    convs = [(96, 3 * 11 * 11, 55 * 55), (256, 48 * 5 * 5, 27 * 27), (384, 256 * 9, 13 * 13), (384, 192 * 9, 13 * 13),
-             (256, 192 * 9, 13 * 13)]
-    macs = sum(o * k * hw for o, k, hw in convs) + 9216 * 4096 + 4096 * 4096 + 4096 * num_classes
-    return 2 * macs / 1e9
+    return 2 * sum(layer_macs(num_classes).values()) / 1e9
 
 
 def _time_interleaved(variants: list[Variant], model, batch: int, rounds: int, calls: int, threads: int,
