@@ -30,9 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.cpu_runtimes import GFLOP_PER_IMAGE, _gemm_kernels, _time_gemm  # noqa: E402
 from benchmarks.export import layer_macs  # noqa: E402
 
-GEMM_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -51,12 +48,13 @@ def main() -> None:
     missing = [str(p) for p in rows.values() if not p.is_file()]
     if missing:
         sys.exit(f"int8_bound: no such file: {', '.join(missing)} (run `make demo` or pass --native/--conv)")
-    ceilings, samples = _measure(args, rows)
-    _report(args, rows, ceilings, samples, targets)
+    ceilings, samples, classes = _measure(args, rows)
+    _report(args, rows, ceilings, samples, classes, targets)
 
 
-def _measure(args: argparse.Namespace, rows: dict[str, Path]) -> tuple[dict[str, list[float]], dict[str, list]]:
-    """Ceiling samples (GOP/s) per kernel and, per runtime, one LayerProfile per round."""
+def _measure(args: argparse.Namespace, rows: dict[str, Path]) -> tuple[dict[str, list[float]], dict[str, list],
+                                                                       dict[str, int]]:
+    """Ceiling samples (GOP/s) per kernel, per runtime one LayerProfile per round, and each file's class count."""
     from deploy.bench.timing import BenchConfig, measure
     from deploy.inputs import random_batch
     from deploy.layers.capture import load_graph
@@ -82,11 +80,12 @@ def _measure(args: argparse.Namespace, rows: dict[str, Path]) -> tuple[dict[str,
             samples[rt].append(profile)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{rt} {samples[rt][-1].measured_ms:.1f} ms" for rt in rows), file=sys.stderr, flush=True)
-    return ceilings, samples
+    classes = {rt: graph.info.outputs[0].shape[-1] or 1000 for rt, graph in graphs.items()}
+    return ceilings, samples, classes
 
 
 def _report(args, rows: dict[str, Path], ceilings: dict[str, list[float]], samples: dict[str, list],
-            targets: dict[str, float]) -> None:
+            classes: dict[str, int], targets: dict[str, float]) -> None:
     b = args.batch
     rates = {name: statistics.median(v) for name, v in ceilings.items()}
     ceiling_gops = max(rates.values())
@@ -99,16 +98,15 @@ def _report(args, rows: dict[str, Path], ceilings: dict[str, list[float]], sampl
           "target | GEMM rate the target needs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for rt, path in rows.items():
         profiles = samples[rt]
-        macs = layer_macs(_num_classes(path))
+        macs = layer_macs(classes[rt])  # its keys are the layers that run on GEMM kernels
         wall = statistics.median(p.measured_ms for p in profiles)
         per_layer = {t.layer: statistics.median(_layer(p, t.layer).ms for p in profiles) for t in profiles[0].layers}
         layout = {t.layer: statistics.median(_layer(p, t.layer).layout_ms for p in profiles)
                   for t in profiles[0].layers}
-        gemm = sum(per_layer[name] for name in GEMM_LAYERS)
-        other = sum(ms for name, ms in per_layer.items() if name not in GEMM_LAYERS)
-        other_layout = sum(ms for name, ms in layout.items() if name not in GEMM_LAYERS)
-        fastest = max((2 * macs[name] * b / 1e9) / (per_layer[name] / 1e3) for name in GEMM_LAYERS
-                      if per_layer[name] > 0)
+        gemm = sum(per_layer[name] for name in macs)
+        other = sum(ms for name, ms in per_layer.items() if name not in macs)
+        other_layout = sum(ms for name, ms in layout.items() if name not in macs)
+        fastest = max((2 * macs[name] * b / 1e9) / (per_layer[name] / 1e3) for name in macs if per_layer[name] > 0)
         s_max = (b / c * 1e3) / (b / c * 1e3 + other)
         s_gemm = (b / c * 1e3) / gemm  # the GEMM layers as they ran, everything else free
         target = targets.get(rt)
@@ -136,14 +134,6 @@ def _needed(b: int, c: float, target: float | None, other_ms: float, macs_per_im
 
 def _layer(profile, name: str):
     return next(t for t in profile.layers if t.layer == name)
-
-
-def _num_classes(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    dim = model.graph.output[0].type.tensor_type.shape.dim[-1]
-    return int(dim.dim_value) if dim.HasField("dim_value") else 1000
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """What the environment record says of the CPU: the instruction sets that decide the runtimes' kernels."""
-from core.environment import describe_environment
-from core.host import cpu_features, cpu_has_native_bf16, matrix_features
+import json
+
+from core.environment import collect_environment, describe_environment
+from core.host import MATRIX_FEATURES, cpu_features, matrix_features
 
 ZEN5 = ["processor\t: 0\n", "model name\t: AMD EPYC\n",
         "flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 avx512_vbmi2\n", "processor\t: 1\n",
@@ -16,9 +18,11 @@ def test_matrix_features_reads_the_flags_line_in_a_fixed_order():
     assert matrix_features(["model name\t: no flags here\n"]) == ()
 
 
-def test_this_hosts_features_agree_with_its_bf16_answer():
-    features = cpu_features()
-    assert cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & set(features))
+def test_every_report_records_this_hosts_features():
+    cpu = collect_environment()["cpu"]
+    assert cpu["features"] == list(cpu_features())
+    assert set(cpu["features"]) <= set(MATRIX_FEATURES)
+    json.dumps(cpu)  # it goes into every bench/pipeline JSON as is
 
 
 def test_the_one_line_description_names_amx():
